@@ -1,0 +1,73 @@
+"""The few places where Z* meets ComfyUI's runtime: attention backend, sampling, progress.
+
+Running our loops as a KSAMPLER through `comfy.sample.sample_custom` lets ComfyUI do what it
+does for every sampler: load and patch the model (LoRA, hooks), encode conditionings,
+apply ControlNet, batch or split the CFG halves, and clean up afterwards.
+"""
+from __future__ import annotations
+
+import torch
+
+import comfy.ldm.modules.attention
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+
+def host_attention(extra_options: dict):
+    """ComfyUI's own attention (flash/SDPA/xformers/sage/sub-quad, whichever the user runs),
+    called exactly as CrossAttention calls it."""
+    fn = comfy.ldm.modules.attention.optimized_attention
+    precision = extra_options.get("attn_precision")
+
+    def attention(q, k, v, heads, mask=None):
+        return fn(q, k, v, heads, mask=mask, attn_precision=precision, transformer_options=extra_options)
+
+    return attention
+
+
+def step_callback(model, steps: int, preview: bool = True):
+    """Progress bar + latent preview + interrupt check, called as cb(i, denoised, x)."""
+    comfy_cb = latent_preview.prepare_callback(model, steps) if preview else None
+    pbar = None if preview else comfy.utils.ProgressBar(steps)
+
+    def callback(i, denoised, x):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        if comfy_cb is not None:
+            comfy_cb(i, denoised, x, steps)
+        else:
+            pbar.update_absolute(i + 1, steps)
+
+    return callback
+
+
+def run_sampler_function(model, fn, sigmas, positive, negative, cfg, shape, options, seed=0):
+    """Run `fn(denoiser, x, sigmas, callback, **options)` inside ComfyUI's sampling machinery.
+
+    fn gets `denoiser(x, sigma_scalar) -> denoised` with CFG, conditioning and model patches
+    applied by ComfyUI, and returns a latent in model space; the result comes back in the
+    LATENT (VAE) space, on ComfyUI's intermediate device.
+    """
+    def sampler_function(model_k, x, sigmas_dev, extra_args=None, callback=None, disable=None, **_):
+        extra_args = extra_args or {}
+
+        def denoiser(batch, sigma):
+            s = sigma * batch.new_ones([batch.shape[0]])
+            return model_k(batch, s, **extra_args)
+
+        return fn(denoiser, x, sigmas_dev, **options)
+
+    sampler = comfy.samplers.KSAMPLER(sampler_function)
+    zeros = torch.zeros(shape)
+    return comfy.sample.sample_custom(model, zeros, cfg, sampler, sigmas, positive, negative, zeros,
+                                      disable_pbar=True, seed=seed)
+
+
+def process_latent_in(model, samples: torch.Tensor) -> torch.Tensor:
+    return model.model.process_latent_in(samples)
+
+
+def to_storage(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(comfy.model_management.intermediate_device(), torch.float32)

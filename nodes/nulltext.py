@@ -1,0 +1,175 @@
+"""ZStarNullTextOptimization: per-step unconditional embeddings so CFG reconstructs the content.
+
+The official content path for CFG > 1 (Mokady et al.'s null-text inversion, as the Z* code
+runs it): for every step, Adam on the unconditional embedding (≤ N iterations, lr
+1e-2·(1 − i/100), early stop at loss < 1e-5 + i·2e-5) so that one CFG DDIM step from the
+current latent lands on the inversion's next latent. The model's weights are never touched:
+gradients flow only into the embedding, which ComfyUI's apply_model wrapper feeds to the
+unconditional rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from comfy_api.latest import io
+
+import comfy.patcher_extension
+
+from ..zstar_attention import PAPER_PRESET, ZStarError, ddim_step, vp_scale
+from . import host
+from .model_info import describe
+from .patch import RUN_KEY
+from .types import Inversion, InversionType
+
+NULLTEXT_KEY = "zstar_nulltext"
+
+
+@dataclass
+class NullTextState:
+    """Which unconditional embedding the uncond rows get now (per-run, by reference)."""
+
+    embeddings: tuple | None = None  # per step, (n_content, tokens, dim), when replaying
+    current: torch.Tensor | None = None  # set while optimising
+    step: int = 0
+
+
+def _row_embeddings(state: NullTextState, rows: int, run) -> torch.Tensor:
+    emb = state.current if state.current is not None else state.embeddings[run.step if run else state.step]
+    if run is None or rows == run.layout.n_content:
+        return emb[:rows] if emb.shape[0] >= rows else emb.expand(rows, *emb.shape[1:])
+    layout = run.layout
+    index = list(range(layout.n_content)) + [layout.group_of(g) for g in range(layout.groups)
+                                              for _ in range(layout.n_styles)]
+    return emb[index]
+
+
+def nulltext_wrapper(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+    """Give the unconditional rows the null-text embedding of the current step."""
+    state = transformer_options.get(NULLTEXT_KEY)
+    which = transformer_options.get("cond_or_uncond", [])
+    if state is not None and 1 in which and c_crossattn is not None:
+        rows = x.shape[0] // len(which)
+        emb = _row_embeddings(state, rows, transformer_options.get(RUN_KEY))
+        tokens = c_crossattn.shape[1]
+        if tokens % emb.shape[1]:
+            raise ZStarError(f"negative: the null-text embedding has {emb.shape[1]} tokens, the batch {tokens}")
+        emb = emb.repeat(1, tokens // emb.shape[1], 1).to(c_crossattn)
+        parts = list(c_crossattn.split(rows))
+        for chunk, kind in enumerate(which):
+            if kind == 1:
+                parts[chunk] = emb
+        c_crossattn = torch.cat(parts)
+    return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+
+def install_nulltext(model, state: NullTextState):
+    """On a clone: feed the state's embeddings to the unconditional rows."""
+    model.model_options["transformer_options"][NULLTEXT_KEY] = state
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, NULLTEXT_KEY, nulltext_wrapper)
+
+
+def _copy_weights_for_grad(model):
+    """Identity weight/bias wrappers make ComfyUI hand every layer a fresh copy of its
+    parameters in each forward: it loads them as inference tensors, which autograd cannot save."""
+    for name, module in model.model.named_modules():
+        if not hasattr(module, "weight_function"):
+            continue
+        for param in ("weight", "bias"):
+            if getattr(module, param, None) is not None:
+                model.add_weight_wrapper(f"{name}.{param}", _same)
+
+
+def _same(weight):
+    return weight
+
+
+def plain_uncond(negative) -> torch.Tensor:
+    if not negative or len(negative) != 1:
+        raise ZStarError("negative: null-text optimisation needs exactly one plain conditioning "
+                         f"(e.g. CLIP Text Encode with an empty prompt), got {len(negative or [])} entries")
+    return negative[0][0]
+
+
+def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER_PRESET.cfg_nulltext,
+                      iterations=PAPER_PRESET.nulltext_iterations, lr=PAPER_PRESET.nulltext_lr,
+                      progress=True, log=None) -> Inversion:
+    info = describe(model)
+    if inversion.arch != info.arch:
+        raise ZStarError(f"inversion: made with a {inversion.arch} model, this MODEL is {info.arch}")
+    uncond = plain_uncond(negative)
+    state = NullTextState()
+    clone = model.clone()
+    install_nulltext(clone, state)
+    _copy_weights_for_grad(clone)
+    nc, steps = inversion.batch, inversion.steps
+    found = []
+
+    def optimise(denoiser, like, sigmas, **_):
+        cb = host.step_callback(model, steps, preview=progress)
+        traj = [t.to(like) for t in inversion.trajectory]
+        x = traj[0]
+        emb = uncond.to(like.device, torch.float32).expand(nc, *uncond.shape[1:]).clone()
+        with torch.inference_mode(False), torch.enable_grad():
+            x, sigmas = x.clone(), sigmas.clone()  # normal tensors: autograd may save them
+            for i in range(steps):
+                sigma, sigma_next = sigmas[i], sigmas[i + 1]
+                scale = vp_scale(sigma_next)
+                target = (traj[i + 1] / scale).clone()
+                emb = emb.detach().clone().requires_grad_(True)
+                optimizer = torch.optim.Adam([emb], lr=lr * (1.0 - i / 100.0))
+                threshold = 1e-5 + i * 2e-5
+                for j in range(iterations):
+                    state.current = emb
+                    prev = ddim_step(x, denoiser(x, sigma), sigma, sigma_next)
+                    # per-image MSE in the official VP scale, summed so images optimise independently
+                    loss = ((prev / scale - target) ** 2).flatten(1).mean(1)
+                    optimizer.zero_grad()
+                    loss.sum().backward()
+                    optimizer.step()
+                    if log is not None:
+                        log.append((i, j, loss.detach().max().item()))
+                    if loss.max().item() < threshold:
+                        break
+                emb = emb.detach()
+                found.append(host.to_storage(emb))
+                with torch.no_grad():
+                    state.current = emb
+                    denoised = denoiser(x, sigma)
+                    x = ddim_step(x, denoised, sigma, sigma_next).detach()
+                cb(i, denoised, x)
+        state.current = None
+        return x / vp_scale(sigmas[-1])
+
+    shape = (nc, *inversion.latent_shape)
+    host.run_sampler_function(clone, optimise, inversion.sigmas, positive, negative, cfg, shape, {})
+    return replace(inversion, uncond_embeddings=tuple(found), nulltext_cfg=float(cfg))
+
+
+class ZStarNullTextOptimization(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ZStarNullTextOptimization",
+            display_name="Z* Null-Text Optimization",
+            category="sampling/zstar",
+            description="Optimises one unconditional embedding per step so that CFG sampling reconstructs "
+                        "the inverted content (the official Z* content path for CFG 7.5). Slow: up to "
+                        "iterations × steps extra model passes with gradients. Not needed with CFG 1.",
+            inputs=[
+                io.Model.Input("model", tooltip="The MODEL the inversion was made with (unpatched). Its weights are not changed."),
+                InversionType.Input("inversion", tooltip="The content's Z* DDIM Inversion."),
+                io.Conditioning.Input("positive", tooltip="The prompt the Z* Sampler will use (the paper: empty prompt)."),
+                io.Conditioning.Input("negative", tooltip="Starting unconditional embedding (the paper: empty prompt)."),
+                io.Float.Input("cfg", default=PAPER_PRESET.cfg_nulltext, min=1.0, max=30.0, step=0.1, round=0.01,
+                               tooltip="The CFG scale the Z* Sampler will use with this inversion. Paper: 7.5."),
+                io.Int.Input("iterations", default=PAPER_PRESET.nulltext_iterations, min=1, max=100,
+                             tooltip="Adam iterations per step at most (early stop when the step is reconstructed). Paper: 10."),
+            ],
+            outputs=[InversionType.Output(display_name="inversion",
+                                          tooltip="The inversion with per-step null-text embeddings; use cfg = this cfg in the Z* Sampler.")],
+        )
+
+    @classmethod
+    def execute(cls, model, inversion, positive, negative, cfg, iterations) -> io.NodeOutput:
+        return io.NodeOutput(nulltext_optimise(model, inversion, positive, negative, cfg, iterations))

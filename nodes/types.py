@@ -1,0 +1,56 @@
+"""Custom socket types passed between Z* nodes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from comfy_api.latest import io
+
+from ..zstar_attention import ZStarError
+
+InversionType = io.Custom("ZSTAR_INVERSION")
+
+
+@dataclass(frozen=True, eq=False)
+class Inversion:
+    """A DDIM inversion: everything the sampler needs to replay or denoise an image.
+
+    trajectory[i] is the latent at sigmas[i] in the model's sampling space (after
+    process_latent_in, σ-scaled as ComfyUI's samplers keep it); trajectory[-1] is the clean
+    image, trajectory[0] its x_T. uncond_embeddings, when set, are the null-text optimised
+    unconditional embeddings for each denoising step (the official content path for CFG > 1).
+    """
+
+    trajectory: tuple
+    sigmas: torch.Tensor
+    timesteps: tuple
+    arch: str
+    model_type: str
+    uncond_embeddings: tuple | None = None
+    nulltext_cfg: float | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    @property
+    def batch(self) -> int:
+        return self.trajectory[0].shape[0]
+
+    @property
+    def latent_shape(self) -> tuple:
+        return tuple(self.trajectory[0].shape[1:])
+
+    def describe(self) -> str:
+        c, h, w = self.latent_shape
+        return f"{self.batch} image(s), latent {c}×{h}×{w}, {self.steps} steps, {self.arch}"
+
+
+def check_same_schedule(name: str, inv: Inversion, ref: Inversion, ref_name: str):
+    """Both inversions must come from the same model family and the same DDIM schedule."""
+    if inv.arch != ref.arch or inv.model_type != ref.model_type:
+        raise ZStarError(f"{name}: inverted with a {inv.model_type} model but {ref_name} with {ref.model_type}; "
+                         "invert both with the same model")
+    if inv.steps != ref.steps or not torch.equal(inv.sigmas, ref.sigmas):
+        raise ZStarError(f"{name}: inverted with {inv.steps} steps but {ref_name} with {ref.steps}; "
+                         "use the same step count for every inversion")
