@@ -1,12 +1,15 @@
 """ComfyUI nodes for Z*: thin V3 wrappers over `zstar_attention`."""
 from comfy_api.latest import ComfyExtension, io
 
-from .inversion import ZStarDDIMInversion
+from .inversion import ZStarDDIMInversion, ZStarDDIMInversionPair
 from .nulltext import ZStarNullTextOptimization
 from .patch import ZStarAttentionPatch
+from .record import ZStarStyleRecord
 from .sampler import ZStarSampler
+from .styles import ZStarStyleMix
 
-NODES = [ZStarDDIMInversion, ZStarNullTextOptimization, ZStarAttentionPatch, ZStarSampler]
+NODES = [ZStarDDIMInversion, ZStarDDIMInversionPair, ZStarNullTextOptimization, ZStarAttentionPatch,
+         ZStarStyleRecord, ZStarStyleMix, ZStarSampler]
 
 
 class ZStarExtension(ComfyExtension):

@@ -71,3 +71,8 @@ def process_latent_in(model, samples: torch.Tensor) -> torch.Tensor:
 
 def to_storage(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(comfy.model_management.intermediate_device(), torch.float32)
+
+
+def to_storage_like(t: torch.Tensor) -> torch.Tensor:
+    """Off the GPU between nodes, in the dtype it was computed in."""
+    return t.detach().to(comfy.model_management.intermediate_device())

@@ -1,12 +1,14 @@
 """ZStarDDIMInversion: DDIM-invert a LATENT on the official Z* schedule."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from comfy_api.latest import io
 
 import comfy.sample
 
-from ..zstar_attention import PAPER_PRESET, ddim_invert, ddim_timesteps, sigmas_from_table, vp_scale
+from ..zstar_attention import PAPER_PRESET, ZStarError, ddim_invert, ddim_timesteps, sigmas_from_table, vp_scale
 from . import host
 from .model_info import describe
 from .types import Inversion, InversionType
@@ -17,9 +19,32 @@ def official_sigmas(info, steps: int) -> tuple[torch.Tensor, tuple]:
     return sigmas_from_table(info.sigma_table, timesteps), timesteps
 
 
-def empty_conditioning(clip):
-    tokens = clip.tokenize("")
-    return clip.encode_from_tokens_scheduled(tokens)
+def conditioning_or_empty(conditioning, clip):
+    """The connected conditioning, or the empty prompt encoded with clip (the paper's choice)."""
+    if conditioning is not None:
+        return conditioning
+    if clip is None:
+        raise ZStarError("conditioning: connect a conditioning (e.g. CLIP Text Encode with an empty prompt) "
+                         "or a clip so the empty prompt can be encoded")
+    return clip.encode_from_tokens_scheduled(clip.tokenize(""))
+
+
+def invert_latents(model, latents: list, steps: int, positive, progress=True) -> list:
+    """Invert several LATENT tensors; those of one shape share a single batched pass."""
+    groups = {}
+    for i, samples in enumerate(latents):
+        groups.setdefault(tuple(samples.shape[1:]), []).append(i)
+    results = [None] * len(latents)
+    for members in groups.values():
+        batch = torch.cat([latents[i] for i in members])
+        inv, x_t = invert_latent(model, batch, steps, positive, progress)
+        start = 0
+        for i in members:
+            n = latents[i].shape[0]
+            part = dataclasses.replace(inv, trajectory=tuple(t[start:start + n] for t in inv.trajectory))
+            results[i] = (part, x_t[start:start + n])
+            start += n
+    return results
 
 
 def invert_latent(model, samples: torch.Tensor, steps: int, positive, progress=True):
@@ -72,12 +97,43 @@ class ZStarDDIMInversion(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latent, steps, conditioning=None, clip=None) -> io.NodeOutput:
-        if conditioning is None:
-            if clip is None:
-                raise ValueError("conditioning: connect a conditioning (e.g. CLIP Text Encode with an empty prompt) "
-                                 "or a clip so the empty prompt can be encoded")
-            conditioning = empty_conditioning(clip)
+        conditioning = conditioning_or_empty(conditioning, clip)
         inv, x_t = invert_latent(model, latent["samples"], steps, conditioning)
         out = latent.copy()
         out["samples"] = x_t
         return io.NodeOutput(inv, out)
+
+
+class ZStarDDIMInversionPair(io.ComfyNode):
+    """Content and style in one node: one batched model pass per step when their sizes match."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ZStarDDIMInversionPair",
+            display_name="Z* DDIM Inversion (content + style)",
+            category="sampling/zstar",
+            description="Inverts the content and the style latents together: when they have the same size "
+                        "they share each model pass (one batched inversion instead of two).",
+            inputs=[
+                io.Model.Input("model", tooltip="The checkpoint's MODEL (SD1.5, SD2.x or SDXL)."),
+                io.Latent.Input("content", tooltip="The content image(s), from VAE Encode."),
+                io.Latent.Input("style", tooltip="The style image, from VAE Encode."),
+                io.Int.Input("steps", default=PAPER_PRESET.steps, min=1, max=1000,
+                             tooltip="DDIM steps. The paper uses 30; the Z* sampler must use the same count."),
+                io.Conditioning.Input("conditioning", optional=True,
+                                      tooltip="Prompt for the inversion. Leave empty to use the empty prompt, as the paper does (needs the clip input)."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="Used only to encode the empty prompt when no conditioning is connected."),
+            ],
+            outputs=[
+                InversionType.Output(display_name="content_inversion", tooltip="The content's inversion for the Z* Sampler."),
+                InversionType.Output(display_name="style_inversion", tooltip="The style's inversion for the Z* Sampler or a Style Record."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, content, style, steps, conditioning=None, clip=None) -> io.NodeOutput:
+        conditioning = conditioning_or_empty(conditioning, clip)
+        (content_inv, _), (style_inv, _) = invert_latents(model, [content["samples"], style["samples"]], steps, conditioning)
+        return io.NodeOutput(content_inv, style_inv)

@@ -5,9 +5,11 @@ import logging
 import math
 from dataclasses import dataclass
 
+import torch
+
 from comfy_api.latest import io
 
-from ..zstar_attention import PAPER_PRESET, ZStarError, parse_layers, zstar_batch_attention
+from ..zstar_attention import PAPER_PRESET, ZStarError, parse_layers, reweighted_attention, zstar_batch_attention
 from . import host
 from .model_info import describe
 
@@ -39,13 +41,76 @@ class ZStarAttn1:
         attention = host.host_attention(extra_options)
         heads = extra_options["n_heads"]
         run = extra_options.get(RUN_KEY)
-        if run is None or not (run.reweight and run.stacked):
+        if run is None:
             return attention(q, k, v, heads)
-        mask = run.extra.get("mask_for_tokens")
-        return zstar_batch_attention(
-            q, k, v, heads, run.layout, len(extra_options["cond_or_uncond"]), run.style_scales,
-            run.style_self_scale, attention=attention,
-            query_mask=mask(q.shape[1], extra_options) if mask is not None else None)
+        key = layer_key(extra_options)
+        if run.extra.get("sink") is not None:  # recording a style for fast mode
+            run.extra["sink"](run.step, key, extra_options["cond_or_uncond"], k, v)
+            return attention(q, k, v, heads)
+        if not run.reweight:
+            return attention(q, k, v, heads)
+        mask = query_mask_for(run, extra_options)
+        if run.stacked:
+            return zstar_batch_attention(
+                q, k, v, heads, run.layout, len(extra_options["cond_or_uncond"]), run.style_scales,
+                run.style_self_scale, attention=attention, query_mask=mask,
+                probe=_probe(run, key, extra_options))
+        if run.record is not None:
+            return recorded_style_attention(q, k, v, heads, run, key, extra_options, attention, mask)
+        return attention(q, k, v, heads)
+
+
+def layer_key(extra_options) -> tuple:
+    block = extra_options["block"]
+    return (block[0], block[1], extra_options.get("block_index", 0))
+
+
+def _probe(run, key, extra_options):
+    probe = run.extra.get("probe")
+    if probe is None:
+        return None
+    return lambda q, k, style_keys, scales: probe(run.step, key, q, k, style_keys, scales, extra_options["n_heads"])
+
+
+def query_mask_for(run, extra_options):
+    """The region mask resized to this layer's token grid, (n_content, h*w) bool, cached per grid."""
+    if run.query_mask is None:
+        return None
+    _, _, h, w = extra_options["activations_shape"]
+    cache = run.extra.setdefault("mask_cache", {})
+    if (h, w) not in cache:
+        m = torch.nn.functional.interpolate(run.query_mask[:, None].float(), size=(h, w), mode="area")[:, 0]
+        m = (m > 0.5).reshape(m.shape[0], h * w)
+        cache[(h, w)] = m.expand(run.layout.n_content, h * w)
+    return cache[(h, w)]
+
+
+def recorded_style_attention(q, k, v, heads, run, key, extra_options, attention, mask):
+    """Fast mode: content rows only; the style keys/values come from the record, per CFG half."""
+    labels = extra_options["cond_or_uncond"]
+    nc = run.layout.n_content
+    rows = q.shape[0] // len(labels)
+    if rows != nc:
+        raise ZStarError(f"Z* fast mode: expected {nc} content rows per CFG half, got {rows}")
+    styles_k, styles_v = [], []
+    for record in run.record:
+        ks, vs = [], []
+        for half in labels:
+            entry = record.kv.get((run.step, key, half))
+            if entry is None:
+                raise ZStarError(f"style: the record has no {'uncond' if half else 'cond'} half for step {run.step}; "
+                                 "record the style with the sampler's cfg")
+            ks.append(entry[0].to(q).expand(nc, -1, -1))
+            vs.append(entry[1].to(v).expand(nc, -1, -1))
+        styles_k.append(torch.cat(ks))
+        styles_v.append(torch.cat(vs))
+    if mask is not None:
+        mask = mask.repeat(len(labels), 1)
+    probe = _probe(run, key, extra_options)
+    if probe is not None:
+        probe(q, k, styles_k, run.style_scales)
+    return reweighted_attention(q, k, v, styles_k, styles_v, heads, style_scale=list(run.style_scales),
+                                query_mask=mask, attention=attention)
 
 
 def check_strength(name: str, value: float):

@@ -1,6 +1,9 @@
 """ZStarSampler: denoise the content from its inversion while the style branch replays its own."""
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 import torch
 from comfy_api.latest import io
 
@@ -12,7 +15,8 @@ from . import host
 from .model_info import describe
 from .nulltext import NullTextState, install_nulltext
 from .patch import CONFIG_KEY, RUN_KEY
-from .types import Inversion, InversionType, check_same_schedule
+from .types import (Inversion, InversionType, StyleEntry, StyleRecord, StyleRecordType, StylesType,
+                    check_same_schedule)
 
 
 def style_rows_mask(run: ZStarRun, batch: int) -> torch.Tensor:
@@ -44,31 +48,85 @@ def zstar_config(model):
     return config
 
 
-def check_inputs(info, config, content: Inversion, style: Inversion):
-    check_same_schedule("style", style, content, "content")
-    if content.arch != info.arch:
-        raise ZStarError(f"content: inverted with a {content.arch} model but the sampler's model is {info.arch}")
+def style_entries(style) -> tuple:
+    """Inversion | StyleRecord | tuple[StyleEntry] → tuple[StyleEntry], all of one kind."""
+    entries = tuple(style) if isinstance(style, (tuple, list)) else (StyleEntry(style, None),)
+    if not entries:
+        raise ZStarError("style: the style list is empty")
+    kinds = {type(e.source) for e in entries}
+    if len(kinds) != 1 or not kinds <= {Inversion, StyleRecord}:
+        raise ZStarError("style: mix either style inversions or style records (fast mode), not both")
+    return entries
+
+
+def check_inputs(info, config, content: Inversion, entries) -> bool:
+    """Validate the run; returns True for fast mode (style records)."""
+    if content.arch != info.arch or content.model_type != info.type_name:
+        raise ZStarError(f"content: inverted with a {content.model_type} model but the sampler's model is {info.type_name}")
     if config.end_step > content.steps:
         raise ZStarError(f"end_step: {config.end_step} is past the inversions' {content.steps} steps; "
                          f"set end_step ≤ {content.steps}")
-    if style.batch != 1:
-        raise ZStarError(f"style: the inversion holds {style.batch} images; Z* takes one style image per inversion")
-    if style.latent_shape != content.latent_shape:
-        raise ZStarError(f"style: latent {style.latent_shape} differs from the content's {content.latent_shape}; "
-                         "encode the style image at the content's size")
+    fast = isinstance(entries[0].source, StyleRecord)
+    for n, entry in enumerate(entries):
+        name = "style" if len(entries) == 1 else f"style {n + 1}"
+        src = entry.source
+        if fast:
+            if src.arch != content.arch or src.model_type != content.model_type:
+                raise ZStarError(f"{name}: recorded with a {src.model_type} model but the content was inverted with {content.model_type}")
+            if src.steps != content.steps or not torch.equal(src.sigmas, content.sigmas):
+                raise ZStarError(f"{name}: recorded for {src.steps} steps but the content was inverted with {content.steps}")
+            if src.keys != config.keys or (src.start_step, src.end_step) != (config.start_step, config.end_step):
+                raise ZStarError(f"{name}: recorded for layers {list(src.layers)}, steps {src.start_step}-{src.end_step}, "
+                                 f"but the patch uses layers {list(config.layers)}, steps {config.start_step}-{config.end_step}; "
+                                 "give the Style Record node the patch's layers and steps")
+        else:
+            check_same_schedule(name, src, content, "content")
+            if src.batch != 1:
+                raise ZStarError(f"{name}: the inversion holds {src.batch} images; Z* takes one style image per inversion")
+            if src.latent_shape != content.latent_shape:
+                raise ZStarError(f"{name}: latent {src.latent_shape} differs from the content's {content.latent_shape}; "
+                                 "encode the style at the content's size, or use a Z* Style Record (any size)")
+    return fast
 
 
-def zstar_sample(model, content: Inversion, style: Inversion, positive, negative, cfg=1.0,
-                 anchor=PAPER_PRESET.anchor, style_mode="replay", progress=True):
-    """The whole Z* run; returns (stylized LATENT samples, style-branch LATENT samples)."""
+def prepare_mask(mask, content: Inversion):
+    """MASK (B, H, W) in image pixels → (1 or n_content, H, W) float, checked."""
+    if mask is None:
+        return None
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3 or mask.shape[0] not in (1, content.batch):
+        raise ZStarError(f"mask: expected 1 or {content.batch} masks of shape (H, W), got {tuple(mask.shape)}")
+    if not torch.isfinite(mask).all() or not (mask > 0.5).any():
+        raise ZStarError("mask: the mask is empty (no pixel above 0.5), so no pixel would take the style")
+    return mask.float()
+
+
+def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
+                 anchor=PAPER_PRESET.anchor, style_mode="replay", progress=True, mask=None, probe=None):
+    """The whole Z* run; returns (stylized LATENT samples, style-branch LATENT samples).
+
+    style: an Inversion (paper path: style rows replayed beside the content), a StyleRecord
+    (fast mode: content rows only), or a tuple of StyleEntry mixing several of one kind.
+    """
     config = zstar_config(model)
     info = describe(model)
-    check_inputs(info, config, content, style)
+    entries = style_entries(style)
+    fast = check_inputs(info, config, content, entries)
+    if fast and style_mode != "replay":
+        raise ZStarError("style_mode: a style record replays the style by construction; use 'replay'")
+    if fast and config.style_self_scale > 0:
+        logging.info("Z*: fast mode ignores style_self_strength (λ_style %.2f): the recorded style rows used "
+                     "plain self-attention", config.style_self_scale)
     window = step_window(content.steps, config.start_step, config.end_step)
     nc = content.batch
-    per_content = config.style_self_scale > 0 or (content.uncond_embeddings is not None and nc > 1)
-    layout = RowLayout(nc, 1, nc if per_content else 1)
-    run = ZStarRun(layout, (config.style_scale,), config.style_self_scale)
+    per_content = not fast and (config.style_self_scale > 0 or (content.uncond_embeddings is not None and nc > 1))
+    layout = RowLayout(nc, len(entries), nc if per_content else 1)
+    scales = tuple(config.style_scale if e.strength is None else float(e.strength) for e in entries)
+    run = ZStarRun(layout, scales, 0.0 if fast else config.style_self_scale)
+    run.record = tuple(e.source for e in entries) if fast else None
+    if probe is not None:
+        run.extra["probe"] = probe
 
     patched = model.clone()
     patched.model_options["transformer_options"][RUN_KEY] = run
@@ -77,26 +135,35 @@ def zstar_sample(model, content: Inversion, style: Inversion, positive, negative
     if content.uncond_embeddings is not None:
         nulltext = NullTextState()
         install_nulltext(patched, nulltext)
+    region = prepare_mask(mask, content)
     holder = {}
 
     def denoise(denoiser, like, sigmas, **_):
         if nulltext is not None:
             nulltext.embeddings = tuple(e.to(like.device) for e in content.uncond_embeddings)
+        if region is not None:
+            run.query_mask = region.to(like.device)
+        if fast:  # one transfer per run, not one per step and layer
+            run.record = tuple(replace_kv(r, like.device) for r in run.record)
         content_traj = [t.to(like) for t in content.trajectory]
-        style_trajs = [[t.to(like) for t in style.trajectory]]
+        style_trajs = [] if fast else [[t.to(like) for t in e.source.trajectory] for e in entries]
         cb = host.step_callback(model, content.steps, preview=progress)
         x, style_out = zstar_denoise(denoiser, content_traj, style_trajs, sigmas, window, run,
-                                     anchor=anchor, style_mode=style_mode, callback=cb)
+                                     anchor=anchor, style_mode=style_mode, with_style_rows=not fast, callback=cb)
         end_scale = vp_scale(sigmas[-1])
         holder["style"] = None if style_out is None else style_out / end_scale
         return x / end_scale
 
-    shape = (layout.rows, *content.latent_shape)
+    shape = (nc if fast else layout.rows, *content.latent_shape)
     out = host.run_sampler_function(patched, denoise, content.sigmas, positive, negative, cfg, shape, {})
     style_out = holder.get("style")
     style_latent = (model.model.process_latent_out(style_out.float()).to(out.device)
                     if style_out is not None else out.new_zeros((0, *out.shape[1:])))
     return out, style_latent
+
+
+def replace_kv(record: StyleRecord, device) -> StyleRecord:
+    return dataclasses.replace(record, kv={k: (a.to(device), b.to(device)) for k, (a, b) in record.kv.items()})
 
 
 class ZStarSampler(io.ComfyNode):
@@ -112,7 +179,8 @@ class ZStarSampler(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The MODEL from Z* Attention Patch."),
                 InversionType.Input("content", tooltip="Z* DDIM Inversion of the content image(s). A batch is stylized image by image."),
-                InversionType.Input("style", tooltip="Z* DDIM Inversion of the style image, same model and step count."),
+                io.MultiType.Input("style", types=[InversionType, StyleRecordType, StylesType],
+                                   tooltip="The style: a Z* DDIM Inversion (paper path; same size and steps as the content), a Z* Style Record (fast mode, any size), or a Z* Style Mix of several with a strength each."),
                 io.Conditioning.Input("positive", tooltip="Prompt for both rows. The paper uses the empty prompt."),
                 io.Conditioning.Input("negative", tooltip="Unconditional prompt (only used when cfg > 1)."),
                 io.Float.Input("cfg", default=1.0, min=0.0, max=30.0, step=0.1, round=0.01,
@@ -121,6 +189,8 @@ class ZStarSampler(io.ComfyNode):
                                tooltip="Before every step the content latent moves this far toward its inversion (official 0.01). Higher keeps more of the photo, 0 = free."),
                 io.Combo.Input("style_mode", options=list(STYLE_MODES), default="replay",
                                tooltip="replay (official): the style branch is replaced by its inversion latent every step. alongside: the style branch is denoised together with the content."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Optional region: the style acts where the mask is white (> 0.5); elsewhere the content keeps exactly its own self-attention. Resized to every layer."),
             ],
             outputs=[
                 io.Latent.Output(display_name="stylized", tooltip="The stylized latent; decode it with VAE Decode."),
@@ -129,6 +199,7 @@ class ZStarSampler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, content, style, positive, negative, cfg, content_anchor, style_mode) -> io.NodeOutput:
-        samples, style_samples = zstar_sample(model, content, style, positive, negative, cfg, content_anchor, style_mode)
+    def execute(cls, model, content, style, positive, negative, cfg, content_anchor, style_mode, mask=None) -> io.NodeOutput:
+        samples, style_samples = zstar_sample(model, content, style, positive, negative, cfg, content_anchor, style_mode,
+                                              mask=mask)
         return io.NodeOutput({"samples": samples}, {"samples": style_samples})

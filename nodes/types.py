@@ -54,3 +54,48 @@ def check_same_schedule(name: str, inv: Inversion, ref: Inversion, ref_name: str
     if inv.steps != ref.steps or not torch.equal(inv.sigmas, ref.sigmas):
         raise ZStarError(f"{name}: inverted with {inv.steps} steps but {ref_name} with {ref.steps}; "
                          "use the same step count for every inversion")
+
+
+StyleRecordType = io.Custom("ZSTAR_STYLE_RECORD")
+StylesType = io.Custom("ZSTAR_STYLES")
+
+
+@dataclass(frozen=True, eq=False)
+class StyleRecord:
+    """Fast mode: the style's self-attention keys/values, recorded once per step and layer.
+
+    kv[(step, key, half)] = (k, v), each (1, M, heads*d), half 0 = cond, 1 = uncond. Taken
+    from the style inversion at the sampler's own timesteps with plain self-attention, so it
+    equals the replayed style row exactly when λ_style is off.
+    """
+
+    kv: dict
+    layers: tuple
+    keys: tuple
+    start_step: int
+    end_step: int
+    sigmas: torch.Tensor
+    arch: str
+    model_type: str
+    halves: tuple
+    latent_shape: tuple
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for kv in self.kv.values() for t in kv)
+
+    def describe(self) -> str:
+        return (f"style record: {len(self.keys)} layers × steps {self.start_step}-{self.end_step - 1} × "
+                f"{len(self.halves)} CFG half(s), {self.nbytes / 2**20:.1f} MiB")
+
+
+@dataclass(frozen=True)
+class StyleEntry:
+    """One style of a multi-style mix: an inversion (or a fast-mode record) and its λ."""
+
+    source: object  # Inversion or StyleRecord
+    strength: float | None  # None: the patch's style_strength

@@ -18,7 +18,7 @@ def _rows(t: torch.Tensor, n_chunks: int, rows: int) -> torch.Tensor:
 
 
 def zstar_batch_attention(q, k, v, heads, layout: RowLayout, n_chunks: int, style_scales,
-                          style_self_scale: float = 0.0, attention=None, query_mask=None):
+                          style_self_scale: float = 0.0, attention=None, query_mask=None, probe=None):
     """Reweighted attention for a stacked [content | style] batch, per CFG chunk.
 
     q, k, v: (n_chunks * layout.rows, N, heads*d). Each chunk holds layout.rows rows in the
@@ -26,6 +26,8 @@ def zstar_batch_attention(q, k, v, heads, layout: RowLayout, n_chunks: int, styl
     keys of the SAME chunk; style rows get the official λ_style reweighting against their
     content row (style_self_scale > 0) or plain self-attention (0).
     query_mask: optional (n_content, N) bool, True where style may act on content rows.
+    probe: optional callable(q_content, k_content, style_keys, style_scales) for inspection
+    (e.g. where the attention mass went); it must not change its arguments.
     """
     attention = attention or sdpa_attention
     total, n_tok, width = q.shape
@@ -52,10 +54,14 @@ def zstar_batch_attention(q, k, v, heads, layout: RowLayout, n_chunks: int, styl
         if query_mask.shape != (nc, n_tok):
             raise ZStarError(f"Z* batch: query_mask must be ({nc}, {n_tok}), got {tuple(query_mask.shape)}")
         mask = query_mask.repeat(n_chunks, 1)
+    q_content = q4[:, :nc].reshape(-1, n_tok, width)
+    k_content = k4[:, :nc].reshape(-1, n_tok, kv_width)
+    style_keys = [per_content(k4, s) for s in range(ns)]
+    if probe is not None:
+        probe(q_content, k_content, style_keys, list(style_scales))
     content_out = reweighted_attention(
-        q4[:, :nc].reshape(-1, n_tok, width), k4[:, :nc].reshape(-1, n_tok, kv_width),
-        v4[:, :nc].reshape(-1, n_tok, v.shape[-1]),
-        [per_content(k4, s) for s in range(ns)], [per_content(v4, s) for s in range(ns)],
+        q_content, k_content, v4[:, :nc].reshape(-1, n_tok, v.shape[-1]),
+        style_keys, [per_content(v4, s) for s in range(ns)],
         heads, style_scale=list(style_scales), query_mask=mask, attention=attention)
 
     qs = q4[:, nc:].reshape(-1, n_tok, width)
