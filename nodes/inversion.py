@@ -69,6 +69,18 @@ def invert_latent(model, samples: torch.Tensor, steps: int, positive, progress=T
     return inv, x_t
 
 
+def inversion_options() -> list:
+    """Inputs both inversion nodes share: step count and the prompt (empty by default)."""
+    return [
+        io.Int.Input("steps", default=PAPER_PRESET.steps, min=1, max=1000,
+                     tooltip="DDIM steps. The paper uses 30; the Z* Sampler needs every inversion made with the same count."),
+        io.Conditioning.Input("conditioning", optional=True,
+                              tooltip="Prompt for the inversion. Leave empty to use the empty prompt, as the paper does (needs the clip input)."),
+        io.Clip.Input("clip", optional=True,
+                      tooltip="Used only to encode the empty prompt when no conditioning is connected."),
+    ]
+
+
 class ZStarDDIMInversion(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -82,12 +94,7 @@ class ZStarDDIMInversion(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The checkpoint's MODEL (SD1.5, SD2.x or SDXL). Invert content and style with the same model."),
                 io.Latent.Input("latent", tooltip="The image to invert, from VAE Encode."),
-                io.Int.Input("steps", default=PAPER_PRESET.steps, min=1, max=1000,
-                             tooltip="DDIM steps. The paper uses 30; the Z* sampler must use inversions made with the same count."),
-                io.Conditioning.Input("conditioning", optional=True,
-                                      tooltip="Prompt for the inversion. Leave empty to use the empty prompt, as the paper does (needs the clip input)."),
-                io.Clip.Input("clip", optional=True,
-                              tooltip="Used only to encode the empty prompt when no conditioning is connected."),
+                *inversion_options(),
             ],
             outputs=[
                 InversionType.Output(display_name="inversion", tooltip="The inversion trajectory for the Z* sampler."),
@@ -119,12 +126,7 @@ class ZStarDDIMInversionPair(io.ComfyNode):
                 io.Model.Input("model", tooltip="The checkpoint's MODEL (SD1.5, SD2.x or SDXL)."),
                 io.Latent.Input("content", tooltip="The content image(s), from VAE Encode."),
                 io.Latent.Input("style", tooltip="The style image, from VAE Encode."),
-                io.Int.Input("steps", default=PAPER_PRESET.steps, min=1, max=1000,
-                             tooltip="DDIM steps. The paper uses 30; the Z* sampler must use the same count."),
-                io.Conditioning.Input("conditioning", optional=True,
-                                      tooltip="Prompt for the inversion. Leave empty to use the empty prompt, as the paper does (needs the clip input)."),
-                io.Clip.Input("clip", optional=True,
-                              tooltip="Used only to encode the empty prompt when no conditioning is connected."),
+                *inversion_options(),
             ],
             outputs=[
                 InversionType.Output(display_name="content_inversion", tooltip="The content's inversion for the Z* Sampler."),

@@ -14,7 +14,7 @@ import comfy.model_sampling
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-from ..zstar_attention import ARCHITECTURES, ZStarError
+from ..zstar_attention import ARCHITECTURES, ZStarError, parse_layers
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,9 @@ def describe(model) -> ModelInfo:
                          f"{len(keys)} self-attention layers in an unknown layout")
     return ModelInfo(arch=arch, attn1_keys=keys, paper_layers=ARCHITECTURES[arch]["paper_layers"],
                      sigma_table=sampling.sigmas.detach().float().cpu(), type_name=type_name)
+
+
+def resolve_layers(info: ModelInfo, layers: str) -> tuple:
+    """Layer indices for a user's layer string; 'auto' (or empty) = the paper's choice for this model."""
+    spec = info.paper_layers if layers.strip().lower() in ("", "auto", "paper") else layers
+    return parse_layers(spec, len(info.attn1_keys))

@@ -9,9 +9,9 @@ import torch
 
 from comfy_api.latest import io
 
-from ..zstar_attention import PAPER_PRESET, ZStarError, parse_layers, reweighted_attention, zstar_batch_attention
+from ..zstar_attention import PAPER_PRESET, ZStarError, reweighted_attention, zstar_batch_attention
 from . import host
-from .model_info import describe
+from .model_info import describe, resolve_layers
 
 CONFIG_KEY = "zstar"
 RUN_KEY = "zstar_run"
@@ -124,21 +124,26 @@ def patch_model(model, style_scale, style_self_scale, layers, start_step, end_st
     if not 0 <= start_step < end_step:
         raise ZStarError(f"start_step/end_step: need 0 ≤ start_step < end_step, got {start_step} and {end_step}")
     info = describe(model)
-    spec = info.paper_layers if layers.strip().lower() in ("", "auto", "paper") else layers
-    chosen = parse_layers(spec, len(info.attn1_keys))
+    chosen = resolve_layers(info, layers)
     keys = tuple(info.attn1_keys[i] for i in chosen)
     config = ZStarConfig(style_scale=float(style_scale), style_self_scale=float(style_self_scale),
                          layers=chosen, keys=keys, start_step=int(start_step), end_step=int(end_step),
                          arch=info.arch)
+    patched = install_patch(model, config)
+    patched.model_options.setdefault("transformer_options", {})[CONFIG_KEY] = config
+    return patched
+
+
+def install_patch(model, config: ZStarConfig):
+    """A clone of model with ZStarAttn1 on config.keys, through set_model_attn1_replace."""
     patched = model.clone()
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
-    replaced = [k for k in keys if k in existing]
+    replaced = [k for k in config.keys if k in existing]
     if replaced:
         logging.warning("Z*: replacing another node's attn1 patch on %s", replaced)
     patch = ZStarAttn1(config)
-    for block, block_id, index in keys:
+    for block, block_id, index in config.keys:
         patched.set_model_attn1_replace(patch, block, block_id, index)
-    patched.model_options.setdefault("transformer_options", {})[CONFIG_KEY] = config
     return patched
 
 

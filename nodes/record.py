@@ -10,16 +10,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..zstar_attention import PAPER_PRESET, RowLayout, ZStarError, ZStarRun, parse_layers, step_window
+from ..zstar_attention import PAPER_PRESET, RowLayout, ZStarError, ZStarRun, step_window
 from . import host
-from .model_info import describe
-from .patch import RUN_KEY, ZStarAttn1, ZStarConfig
+from .model_info import describe, resolve_layers
+from .patch import RUN_KEY, ZStarConfig, install_patch
 from .types import Inversion, InversionType, StyleRecord, StyleRecordType
-
-
-def resolve_layers(info, layers: str) -> tuple:
-    spec = info.paper_layers if layers.strip().lower() in ("", "auto", "paper") else layers
-    return parse_layers(spec, len(info.attn1_keys))
 
 
 def record_style(model, style: Inversion, positive, negative, cfg=1.0, layers="auto",
@@ -33,10 +28,7 @@ def record_style(model, style: Inversion, positive, negative, cfg=1.0, layers="a
     keys = tuple(info.attn1_keys[i] for i in chosen)
     window = step_window(style.steps, start_step, end_step)
     config = ZStarConfig(0.0, 0.0, chosen, keys, start_step, end_step, info.arch)
-    clone = model.clone()
-    patch = ZStarAttn1(config)
-    for block, block_id, index in keys:
-        clone.set_model_attn1_replace(patch, block, block_id, index)
+    clone = install_patch(model, config)
     run = ZStarRun(RowLayout(1, 1), (0.0,), 0.0)
     kv = {}
 

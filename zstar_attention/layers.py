@@ -36,12 +36,11 @@ output blocks 0–5, 36 keys. Matching by token grid instead (64² tokens, like 
 """
 from __future__ import annotations
 
-import operator
 import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .errors import ZStarError
+from .errors import ZStarError, as_int
 
 Key = tuple[str, int, int]
 
@@ -140,21 +139,12 @@ def select_attn1_keys(spec: str, keys: Sequence[Key], name: str = "layers") -> t
     return tuple(keys[i] for i in parse_layers(spec, len(keys), name=name))
 
 
-def _index(value, name: str) -> int:
-    if isinstance(value, bool):
-        raise ZStarError(f"{name}: must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ZStarError(f"{name}: must be an integer, got {value!r}") from None
-
-
 def step_window(steps: int, start: int, end: int) -> tuple[bool, ...]:
     """Per-step on/off flags: True for start <= i < end (0-based, end exclusive).
 
     The paper preset, start 5 and end 30 of 30 steps, reweights steps 5..29.
     """
-    steps, start, end = _index(steps, "steps"), _index(start, "start_step"), _index(end, "end_step")
+    steps, start, end = as_int(steps, "steps"), as_int(start, "start_step"), as_int(end, "end_step")
     if steps < 1:
         raise ZStarError(f"steps: must be at least 1, got {steps}")
     if not 0 <= start < steps:

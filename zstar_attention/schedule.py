@@ -12,30 +12,19 @@ x_vp·sqrt(1+σ²). The schedule is σ(t_1) > … > σ(t_S) > σ(0) = σ_min (�
 from __future__ import annotations
 
 import math
-import operator
 from typing import Sequence
 
 import torch
 
-from .errors import ZStarError
+from .errors import ZStarError, as_int
 
 __all__ = ["scaled_linear_alphas_cumprod", "ddim_timesteps", "sigmas_from_table", "ddim_sigmas", "vp_scale"]
-
-
-def _int(value, name: str) -> int:
-    """Accept Python/numpy/0-d tensor integers (anything with __index__), not bools or floats."""
-    if isinstance(value, bool):
-        raise ZStarError(f"{name}: must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ZStarError(f"{name}: must be an integer, got {value!r}") from None
 
 
 def scaled_linear_alphas_cumprod(beta_start: float = 0.00085, beta_end: float = 0.012,
                                  num_train_steps: int = 1000) -> torch.Tensor:
     """ᾱ_t for diffusers' "scaled_linear" betas (SD1.x/2.x/XL), float64, shape (num_train_steps,)."""
-    num_train_steps = _int(num_train_steps, "num_train_steps")
+    num_train_steps = as_int(num_train_steps, "num_train_steps")
     if num_train_steps < 2:
         raise ZStarError(f"num_train_steps: must be at least 2, got {num_train_steps}")
     if not (0 < beta_start <= beta_end < 1):
@@ -50,9 +39,9 @@ def ddim_timesteps(steps: int, num_train_steps: int = 1000, steps_offset: int = 
     stride = num_train_steps // steps; t = (arange(steps)·stride)[::-1] + steps_offset.
     30 steps -> [958, 925, …, 34, 1], as the authors' pipeline (offset 1) uses.
     """
-    steps = _int(steps, "steps")
-    num_train_steps = _int(num_train_steps, "num_train_steps")
-    steps_offset = _int(steps_offset, "steps_offset")
+    steps = as_int(steps, "steps")
+    num_train_steps = as_int(num_train_steps, "num_train_steps")
+    steps_offset = as_int(steps_offset, "steps_offset")
     if not 1 <= steps <= num_train_steps:
         raise ZStarError(f"steps: {steps} is out of range; use 1 to {num_train_steps}")
     if steps_offset < 0:
@@ -76,7 +65,7 @@ def sigmas_from_table(sigma_table: torch.Tensor, timesteps: Sequence[int]) -> to
     """
     if not isinstance(sigma_table, torch.Tensor) or sigma_table.ndim != 1 or sigma_table.numel() < 2:
         raise ZStarError("sigma_table: expected a 1-D tensor of sigmas indexed by train timestep")
-    ts = [_int(t, "timesteps") for t in timesteps]
+    ts = [as_int(t, "timesteps") for t in timesteps]
     if not ts:
         raise ZStarError("timesteps: empty")
     last = sigma_table.numel() - 1

@@ -282,3 +282,29 @@ def test_nulltext_makes_cfg_reconstruct_the_content(empty):
     assert all(losses[-1] < losses[0] for losses in per_step.values())  # Adam lowers every step's loss
     assert all(torch.equal(v, weights[k]) for k, v in model.model.state_dict().items())
     assert repr(model.model_options) == options
+
+
+def test_controlnet_residuals_do_not_reach_style_rows():
+    """ControlNet guides the content's structure; the style rows keep the style's own K/V."""
+    from comfyui_zstar.nodes.patch import RUN_KEY
+    from comfyui_zstar.nodes.sampler import apply_model_wrapper
+    from comfyui_zstar.zstar_attention import RowLayout, ZStarRun
+
+    run = ZStarRun(RowLayout(2, 1), (1.2,), 0.0)
+    run.stacked = True
+    x = torch.zeros(6, 4, 8, 8)  # two CFG chunks of [content, content, style]
+    control = {"output": [torch.ones(6, 3, 8, 8), None], "middle": [torch.ones(6, 3, 4, 4)]}
+    seen = {}
+
+    def executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        seen["control"] = control
+        return x
+    apply_model_wrapper(executor, x, torch.ones(6), None, None, control, {RUN_KEY: run})
+    kept = seen["control"]["output"][0].flatten(1).amax(1)
+    assert kept.tolist() == [1, 1, 0, 1, 1, 0]
+    assert seen["control"]["output"][1] is None
+    assert seen["control"]["middle"][0].flatten(1).amax(1).tolist() == [1, 1, 0, 1, 1, 0]
+    assert torch.equal(control["output"][0], torch.ones(6, 3, 8, 8))  # the caller's tensors are untouched
+    run.stacked = False  # content-only steps: control passes through as is
+    apply_model_wrapper(executor, x[:2], torch.ones(2), None, None, control, {RUN_KEY: run})
+    assert seen["control"] is control
