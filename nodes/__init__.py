@@ -6,10 +6,12 @@ from .nulltext import ZStarNullTextOptimization
 from .patch import ZStarAttentionPatch
 from .record import ZStarStyleRecord
 from .sampler import ZStarSampler
+from .style_bank import ZStarLoadStyle, ZStarSaveStyle
+from .style_map import ZStarStyleMap
 from .styles import ZStarStyleMix
 
 NODES = [ZStarDDIMInversion, ZStarDDIMInversionPair, ZStarNullTextOptimization, ZStarAttentionPatch,
-         ZStarStyleRecord, ZStarStyleMix, ZStarSampler]
+         ZStarStyleRecord, ZStarStyleMix, ZStarSampler, ZStarStyleMap, ZStarSaveStyle, ZStarLoadStyle]
 
 
 class ZStarExtension(ComfyExtension):

@@ -28,13 +28,18 @@ def host_attention(extra_options: dict):
     return attention
 
 
+def check_interrupt():
+    """Raise ComfyUI's interrupt exception if the user pressed Cancel."""
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
 def step_callback(model, steps: int, preview: bool = True):
     """Progress bar + latent preview + interrupt check, called as cb(i, denoised, x)."""
     comfy_cb = latent_preview.prepare_callback(model, steps) if preview else None
     pbar = None if preview else comfy.utils.ProgressBar(steps)
 
     def callback(i, denoised, x):
-        comfy.model_management.throw_exception_if_processing_interrupted()
+        check_interrupt()
         if comfy_cb is not None:
             comfy_cb(i, denoised, x, steps)
         else:

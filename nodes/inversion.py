@@ -9,7 +9,7 @@ from comfy_api.latest import io
 import comfy.sample
 
 from ..zstar_attention import PAPER_PRESET, ZStarError, ddim_invert, ddim_timesteps, sigmas_from_table, vp_scale
-from . import host
+from . import host, validation
 from .model_info import describe
 from .types import Inversion, InversionType
 
@@ -50,6 +50,7 @@ def invert_latents(model, latents: list, steps: int, positive, progress=True) ->
 def invert_latent(model, samples: torch.Tensor, steps: int, positive, progress=True):
     """Plain DDIM inversion through ComfyUI; returns (Inversion, x_T in LATENT space)."""
     info = describe(model)
+    validation.check_latent(model, samples)
     sigmas, timesteps = official_sigmas(info, steps)
     samples = comfy.sample.fix_empty_latent_channels(model, samples)
     start = host.process_latent_in(model, samples.float())
@@ -103,7 +104,12 @@ class ZStarDDIMInversion(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, steps=None):
+        return validation.report(validation.inversion_inputs, cls, steps)
+
+    @classmethod
     def execute(cls, model, latent, steps, conditioning=None, clip=None) -> io.NodeOutput:
+        validation.inversion_inputs(cls, steps)
         conditioning = conditioning_or_empty(conditioning, clip)
         inv, x_t = invert_latent(model, latent["samples"], steps, conditioning)
         out = latent.copy()
@@ -135,7 +141,12 @@ class ZStarDDIMInversionPair(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, steps=None):
+        return validation.report(validation.inversion_inputs, cls, steps)
+
+    @classmethod
     def execute(cls, model, content, style, steps, conditioning=None, clip=None) -> io.NodeOutput:
+        validation.inversion_inputs(cls, steps)
         conditioning = conditioning_or_empty(conditioning, clip)
         (content_inv, _), (style_inv, _) = invert_latents(model, [content["samples"], style["samples"]], steps, conditioning)
         return io.NodeOutput(content_inv, style_inv)

@@ -29,7 +29,9 @@ class ModelInfo:
 def model_type_name(model) -> str:
     inner = model.model
     config = getattr(inner, "model_config", None)
-    return f"{type(inner).__name__}/{type(config).__name__}" if config is not None else type(inner).__name__
+    name = f"{type(inner).__name__}/{type(config).__name__}" if config is not None else type(inner).__name__
+    prediction = getattr(getattr(inner, "model_type", None), "name", "EPS")
+    return name if prediction == "EPS" else f"{name} ({prediction.lower()})"
 
 
 def unet_attn1_keys(unet: UNetModel) -> tuple:
@@ -52,6 +54,15 @@ def _block_keys(name, block_id, block):
     return []
 
 
+def sampling_name(sampling) -> str:
+    """ComfyUI builds model_sampling as a local class `ModelSampling(schedule, prediction)`:
+    name its parts (e.g. 'ModelSamplingContinuousEDM + EDM'), not the uninformative local name."""
+    cls = type(sampling)
+    if cls.__name__ == "ModelSampling" and cls.__bases__:
+        return " + ".join(base.__name__ for base in cls.__bases__)
+    return cls.__name__
+
+
 def describe(model) -> ModelInfo:
     """ModelInfo for a MODEL, or a ZStarError naming what the model is and what Z* takes."""
     type_name = model_type_name(model)
@@ -64,7 +75,7 @@ def describe(model) -> ModelInfo:
             sampling, comfy.model_sampling.EPS) or isinstance(
             sampling, (comfy.model_sampling.EDM, comfy.model_sampling.X0)):
         raise ZStarError(f"model: {supported} with eps or v prediction on a discrete DDPM schedule; "
-                         f"this MODEL ({type_name}) samples with {type(sampling).__name__}")
+                         f"this MODEL ({type_name}) samples with {sampling_name(sampling)}")
     keys = unet_attn1_keys(unet)
     config_name = type(getattr(model.model, "model_config", None)).__name__
     arch = None

@@ -17,7 +17,7 @@ from comfy_api.latest import io
 import comfy.patcher_extension
 
 from ..zstar_attention import PAPER_PRESET, ZStarError, ddim_step, vp_scale
-from . import host
+from . import host, validation
 from .model_info import describe
 from .patch import RUN_KEY
 from .types import Inversion, InversionType
@@ -95,8 +95,7 @@ def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER
                       iterations=PAPER_PRESET.nulltext_iterations, lr=PAPER_PRESET.nulltext_lr,
                       progress=True, log=None) -> Inversion:
     info = describe(model)
-    if inversion.arch != info.arch:
-        raise ZStarError(f"inversion: made with a {inversion.arch} model, this MODEL is {info.arch}")
+    validation.check_inversion_model(info, inversion, "inversion")
     uncond = plain_uncond(negative)
     state = NullTextState()
     clone = model.clone()
@@ -120,6 +119,7 @@ def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER
                 optimizer = torch.optim.Adam([emb], lr=lr * (1.0 - i / 100.0))
                 threshold = 1e-5 + i * 2e-5
                 for j in range(iterations):
+                    host.check_interrupt()
                     state.current = emb
                     prev = ddim_step(x, denoiser(x, sigma), sigma, sigma_next)
                     # per-image MSE in the official VP scale, summed so images optimise independently
@@ -171,5 +171,10 @@ class ZStarNullTextOptimization(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, cfg=None, iterations=None):
+        return validation.report(validation.check_widgets, cls, cfg=cfg, iterations=iterations)
+
+    @classmethod
     def execute(cls, model, inversion, positive, negative, cfg, iterations) -> io.NodeOutput:
+        validation.check_widgets(cls, cfg=cfg, iterations=iterations)
         return io.NodeOutput(nulltext_optimise(model, inversion, positive, negative, cfg, iterations))

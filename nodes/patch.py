@@ -10,7 +10,7 @@ import torch
 from comfy_api.latest import io
 
 from ..zstar_attention import PAPER_PRESET, ZStarError, reweighted_attention, zstar_batch_attention
-from . import host
+from . import host, validation
 from .model_info import describe, resolve_layers
 
 CONFIG_KEY = "zstar"
@@ -174,5 +174,10 @@ class ZStarAttentionPatch(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, style_strength=None, style_self_strength=None, layers=None, start_step=None, end_step=None):
+        return validation.report(validation.patch_inputs, cls, style_strength, style_self_strength, layers, start_step, end_step)
+
+    @classmethod
     def execute(cls, model, style_strength, style_self_strength, layers, start_step, end_step) -> io.NodeOutput:
+        validation.patch_inputs(cls, style_strength, style_self_strength, layers, start_step, end_step)
         return io.NodeOutput(patch_model(model, style_strength, style_self_strength, layers, start_step, end_step))

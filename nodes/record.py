@@ -11,7 +11,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..zstar_attention import PAPER_PRESET, RowLayout, ZStarError, ZStarRun, step_window
-from . import host
+from . import host, validation
 from .model_info import describe, resolve_layers
 from .patch import RUN_KEY, ZStarConfig, install_patch
 from .types import Inversion, InversionType, StyleRecord, StyleRecordType
@@ -20,8 +20,7 @@ from .types import Inversion, InversionType, StyleRecord, StyleRecordType
 def record_style(model, style: Inversion, positive, negative, cfg=1.0, layers="auto",
                  start_step=PAPER_PRESET.start_step, end_step=PAPER_PRESET.end_step, progress=True) -> StyleRecord:
     info = describe(model)
-    if style.arch != info.arch:
-        raise ZStarError(f"style: inverted with a {style.arch} model, this MODEL is {info.arch}")
+    validation.check_inversion_model(info, style, "style")
     if style.batch != 1:
         raise ZStarError(f"style: the inversion holds {style.batch} images; record one style image at a time")
     chosen = resolve_layers(info, layers)
@@ -91,6 +90,11 @@ class ZStarStyleRecord(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, cfg=None, layers=None, start_step=None, end_step=None):
+        return validation.report(validation.record_inputs, cls, cfg, layers, start_step, end_step)
+
+    @classmethod
     def execute(cls, model, style, positive, negative, cfg, layers, start_step, end_step) -> io.NodeOutput:
+        validation.record_inputs(cls, cfg, layers, start_step, end_step)
         rec = record_style(model, style, positive, negative, cfg, layers, start_step, end_step)
         return io.NodeOutput(rec, rec.describe())

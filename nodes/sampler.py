@@ -11,7 +11,7 @@ import comfy.patcher_extension
 
 from ..zstar_attention import (PAPER_PRESET, STYLE_MODES, RowLayout, ZStarError, ZStarRun, step_window,
                                vp_scale, zstar_denoise)
-from . import host
+from . import host, validation
 from .model_info import describe
 from .nulltext import NullTextState, install_nulltext
 from .patch import CONFIG_KEY, RUN_KEY
@@ -61,8 +61,8 @@ def style_entries(style) -> tuple:
 
 def check_inputs(info, config, content: Inversion, entries) -> bool:
     """Validate the run; returns True for fast mode (style records)."""
-    if content.arch != info.arch or content.model_type != info.type_name:
-        raise ZStarError(f"content: inverted with a {content.model_type} model but the sampler's model is {info.type_name}")
+    validation.check_inversion(content, "content")
+    validation.check_inversion_model(info, content, "content")
     if config.end_step > content.steps:
         raise ZStarError(f"end_step: {config.end_step} is past the inversions' {content.steps} steps; "
                          f"set end_step ≤ {content.steps}")
@@ -80,6 +80,7 @@ def check_inputs(info, config, content: Inversion, entries) -> bool:
                                  f"but the patch uses layers {list(config.layers)}, steps {config.start_step}-{config.end_step}; "
                                  "give the Style Record node the patch's layers and steps")
         else:
+            validation.check_inversion(src, name)
             check_same_schedule(name, src, content, "content")
             if src.batch != 1:
                 raise ZStarError(f"{name}: the inversion holds {src.batch} images; Z* takes one style image per inversion")
@@ -93,10 +94,7 @@ def prepare_mask(mask, content: Inversion):
     """MASK (B, H, W) in image pixels → (1 or n_content, H, W) float, checked."""
     if mask is None:
         return None
-    if mask.ndim == 2:
-        mask = mask[None]
-    if mask.ndim != 3 or mask.shape[0] not in (1, content.batch):
-        raise ZStarError(f"mask: expected 1 or {content.batch} masks of shape (H, W), got {tuple(mask.shape)}")
+    mask = validation.check_mask(mask, content.batch, content.latent_shape)
     if not torch.isfinite(mask).all() or not (mask > 0.5).any():
         raise ZStarError("mask: the mask is empty (no pixel above 0.5), so no pixel would take the style")
     return mask.float()
@@ -113,6 +111,9 @@ def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
     info = describe(model)
     entries = style_entries(style)
     fast = check_inputs(info, config, content, entries)
+    if content.nulltext_cfg is not None and cfg != content.nulltext_cfg:
+        logging.warning("Z*: the content's null-text embeddings were optimised for cfg %g, this sampler uses cfg %g; "
+                        "the reconstruction is only exact at the same cfg", content.nulltext_cfg, cfg)
     if fast and style_mode != "replay":
         raise ZStarError("style_mode: a style record replays the style by construction; use 'replay'")
     if fast and config.style_self_scale > 0:
@@ -199,7 +200,12 @@ class ZStarSampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, cfg=None, content_anchor=None, style_mode=None):
+        return validation.report(validation.check_widgets, cls, cfg=cfg, content_anchor=content_anchor, style_mode=style_mode)
+
+    @classmethod
     def execute(cls, model, content, style, positive, negative, cfg, content_anchor, style_mode, mask=None) -> io.NodeOutput:
+        validation.check_widgets(cls, cfg=cfg, content_anchor=content_anchor, style_mode=style_mode)
         samples, style_samples = zstar_sample(model, content, style, positive, negative, cfg, content_anchor, style_mode,
                                               mask=mask)
         return io.NodeOutput({"samples": samples}, {"samples": style_samples})

@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..zstar_attention import PAPER_PRESET
+from . import validation
 from .types import InversionType, StyleEntry, StyleRecordType, StylesType
 
 MAX_STYLES = 4
@@ -32,7 +33,13 @@ class ZStarStyleMix(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, strength_1=None, strength_2=None, strength_3=None, strength_4=None):
+        return validation.report(validation.check_widgets, cls, strength_1=strength_1, strength_2=strength_2,
+                                 strength_3=strength_3, strength_4=strength_4)
+
+    @classmethod
     def execute(cls, **kwargs) -> io.NodeOutput:
+        validation.check_widgets(cls, **{k: v for k, v in kwargs.items() if k.startswith("strength_")})
         entries = tuple(StyleEntry(kwargs[f"style_{n}"], float(kwargs[f"strength_{n}"]))
                         for n in range(1, MAX_STYLES + 1) if kwargs.get(f"style_{n}") is not None)
         return io.NodeOutput(entries)

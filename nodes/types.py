@@ -51,9 +51,12 @@ def check_same_schedule(name: str, inv: Inversion, ref: Inversion, ref_name: str
     if inv.arch != ref.arch or inv.model_type != ref.model_type:
         raise ZStarError(f"{name}: inverted with a {inv.model_type} model but {ref_name} with {ref.model_type}; "
                          "invert both with the same model")
-    if inv.steps != ref.steps or not torch.equal(inv.sigmas, ref.sigmas):
+    if inv.steps != ref.steps:
         raise ZStarError(f"{name}: inverted with {inv.steps} steps but {ref_name} with {ref.steps}; "
                          "use the same step count for every inversion")
+    if not torch.equal(inv.sigmas, ref.sigmas):
+        raise ZStarError(f"{name}: inverted on a different noise schedule than {ref_name} (same {inv.steps} steps, "
+                         "other sigmas); invert both with the same model and model-sampling settings")
 
 
 StyleRecordType = io.Custom("ZSTAR_STYLE_RECORD")

@@ -38,7 +38,7 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | N
     if heads < 1 or width % heads:
         raise ZStarError(f"heads: {heads} does not divide the attention width {width}")
     d = width // heads
-    q_, k_, v_ = (t.reshape(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+    q_, k_, v_ = (t.reshape(b, t.shape[1], heads, d).transpose(1, 2) for t in (q, k, v))  # -1 fails for b = 0
     if mask is not None:
         if mask.ndim == 2:
             mask = mask.unsqueeze(0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import reweighted_attention, sdpa_attention
+from .attention import _check_scale, reweighted_attention, sdpa_attention
 from .errors import ZStarError
 from .rows import RowLayout
 
@@ -30,6 +30,9 @@ def zstar_batch_attention(q, k, v, heads, layout: RowLayout, n_chunks: int, styl
     (e.g. where the attention mass went); it must not change its arguments.
     """
     attention = attention or sdpa_attention
+    if isinstance(n_chunks, bool) or not isinstance(n_chunks, int) or n_chunks < 1:
+        raise ZStarError(f"Z* batch: n_chunks must be a positive integer (CFG chunks in the call), got {n_chunks!r}")
+    style_self_scale = _check_scale(style_self_scale, "style_self_scale")
     total, n_tok, width = q.shape
     if total != n_chunks * layout.rows:
         raise ZStarError(

@@ -35,6 +35,8 @@ def _check_sigmas(sigmas, zero_end: bool = False) -> list[float]:
     values = [float(s) for s in sigmas.detach().cpu().tolist()]
     if not all(math.isfinite(s) for s in values):
         raise ZStarError("sigmas: contains NaN or inf")
+    if values[0] > 1e8:  # σ_max is ~15 for SD models, ~4096 with zero terminal SNR; σ² would overflow a float
+        raise ZStarError(f"sigmas: {values[0]:g} is far above any model's σ_max; pass a model's schedule")
     if any(a <= b for a, b in zip(values, values[1:])):
         raise ZStarError("sigmas: must be strictly descending (a denoising schedule, e.g. ddim_sigmas(30))")
     if values[-1] < 0 and zero_end:

@@ -120,11 +120,11 @@ def parse_layers(spec: str, num_layers: int, name: str = "layers") -> tuple[int,
             raise ZStarError(f"{name}: '{spec}' has an empty item between commas; {hint}")
         m = _RANGE.match(part)
         if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
+            lo, hi = _layer_number(m.group(1), name, allowed), _layer_number(m.group(2), name, allowed)
             if lo > hi:
                 raise ZStarError(f"{name}: range '{part}' is reversed; write '{hi}-{lo}' {allowed}")
         elif _NUMBER.match(part):
-            lo = hi = int(part)
+            lo = hi = _layer_number(part, name, allowed)
         else:
             raise ZStarError(f"{name}: '{part}' is not a layer number; {hint}")
         for n in (lo, hi):
@@ -132,6 +132,13 @@ def parse_layers(spec: str, num_layers: int, name: str = "layers") -> tuple[int,
                 raise ZStarError(f"{name}: layer {n} is out of range {allowed}")
         chosen.update(range(lo, hi + 1))
     return tuple(sorted(chosen))
+
+
+def _layer_number(digits: str, name: str, allowed: str) -> int:
+    """int() of a digit run, refusing runs too long for any model (and for int(): > 4300 digits raise)."""
+    if len(digits) > 6:
+        raise ZStarError(f"{name}: layer {digits[:6]}… is out of range {allowed}")
+    return int(digits)
 
 
 def select_attn1_keys(spec: str, keys: Sequence[Key], name: str = "layers") -> tuple[Key, ...]:

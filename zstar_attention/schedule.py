@@ -83,9 +83,11 @@ def ddim_sigmas(steps: int, alphas_cumprod: torch.Tensor | None = None) -> torch
     if alphas_cumprod is None:
         alphas_cumprod = scaled_linear_alphas_cumprod()
     ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
-    if ac.ndim != 1 or bool(((ac <= 0) | (ac >= 1)).any()):
+    if ac.ndim != 1 or not bool(((ac > 0) & (ac < 1)).all()):  # written so that NaN fails too
         raise ZStarError("alphas_cumprod: expected a 1-D tensor with values in (0, 1)")
     table = ((1 - ac) / ac).sqrt()
+    if not bool(torch.isfinite(table).all()):
+        raise ZStarError("alphas_cumprod: values so close to 0 that σ = sqrt((1-ᾱ)/ᾱ) overflows")
     return sigmas_from_table(table, ddim_timesteps(steps, num_train_steps=ac.numel()))
 
 

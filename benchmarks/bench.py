@@ -1,0 +1,247 @@
+"""Z* benchmark: one run, ratios measured side by side, one RESULT line at the end.
+
+    python benchmarks/bench.py            # full table (real-size SD1.5 U-Net, random weights)
+    python benchmarks/bench.py --quick    # < 3 min on 2 CPU cores, small U-Net
+    python benchmarks/bench.py --device cuda --sizes 512,768,1024   # + the GPU table
+
+The attention rows need only torch; the U-Net and end-to-end rows need COMFYUI_PATH (a
+ComfyUI checkout) and print "skipped" and `nan` in the RESULT line without it.
+See benchmarks/README.md for what each ratio measures.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+
+import torch
+
+import attn
+from timing import best, median
+
+TARGETS = {  # name: (comparison, bound)
+    "attn_time_ratio": ("<=", 2.3),
+    "attn_mem_ratio": ("<=", 1.5),
+    "unet_step_ratio": ("<=", 1.15),
+    "e2e_ratio": ("<=", 1.10),
+    "e2e_fast_ratio": (">=", 1.6),
+}
+NAN = float("nan")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small U-Net, fewer sizes and repetitions (< 3 min on 2 CPU cores)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--sizes", default="", help="image sizes in px for the GPU table, e.g. 512,768,1024 (full-size U-Net)")
+    p.add_argument("--latent", type=int, default=None,
+                   help="latent side for the U-Net and end-to-end rows (default: 16 quick, 32 full on CPU, 64 on CUDA)")
+    p.add_argument("--attn-sizes", default=None, help="latent sides for the attention rows (default: 64,96 quick; 64,96,128 full)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice, one per core)")
+    p.add_argument("--skip-attention", action="store_true", help="only the ComfyUI rows")
+    p.add_argument("--skip-pipeline", action="store_true", help="only the attention rows")
+    return p.parse_args(argv)
+
+
+def fmt(x, spec=".2f") -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def met(name: str, value: float) -> str:
+    if math.isnan(value):
+        return "not measured"
+    op, bound = TARGETS[name]
+    ok = value <= bound if op == "<=" else value >= bound
+    return "met" if ok else "MISSED"
+
+
+def attention_section(results, dtype, quick: bool) -> tuple[list[str], float, float]:
+    out = [f"## Attention ({attn.HEADS} heads × {attn.DIM_HEAD} = SD1.5 level 1, {str(dtype).split('.')[-1]}, batch 1)",
+           "plain = sdpa_attention over N keys; Z* = reweighted_attention over 2N keys (λ folded, one fused call);",
+           "einsum = reweighted_attention_reference(dtype=None), the official materialised formulation.",
+           "Time: best of interleaved repetitions (median in brackets). Peak: the call's high-water mark,",
+           "inputs included (extra = without the inputs: temporaries + output).",
+           ""]
+    head = f"{'latent':>6} {'N':>6} | {'plain ms':>16} {'Z* ms':>16} {'Z*/plain':>8} | {'einsum ms':>16} {'ein/plain':>9} | " \
+           f"{'peak MiB: plain':>15} {'Z*':>7} {'Z*/plain':>8} {'einsum':>8} | {'extra MiB: plain':>16} {'Z*':>6}"
+    out += [head, "-" * len(head)]
+    t_ratio = m_ratio = NAN
+    for r in results:
+        t, m = r["times"], r["mem"]
+
+        def ms(v):
+            return f"{best(t[v]) * 1e3:7.1f} [{median(t[v]) * 1e3:6.1f}]" if v in t else f"{'—':>16}"
+
+        tr = best(t["zstar"]) / best(t["plain"])
+        er = best(t["einsum"]) / best(t["plain"]) if "einsum" in t else NAN
+        if m:
+            mib = {v: m[v]["total"] / 2**20 for v in m}
+            extra = {v: m[v]["extra"] / 2**20 for v in m}
+            mr = mib["zstar"] / mib["plain"]
+            ein = f"{mib['einsum']:8.0f}" if "einsum" in mib else f"{'skipped':>8}"
+            mem_cols = f"{mib['plain']:15.1f} {mib['zstar']:7.1f} {mr:8.2f} {ein} | {extra['plain']:16.1f} {extra['zstar']:6.1f}"
+        else:
+            mr = NAN
+            mem_cols = "peak memory not measurable here (no /proc/self/clear_refs)"
+        out.append(f"{r['side']:>4}² {r['n']:>6} | {ms('plain')} {ms('zstar')} {tr:8.2f} | {ms('einsum')} {fmt(er):>9} | {mem_cols}")
+        if r["side"] == 64:
+            t_ratio, m_ratio = tr, mr
+    out.append("")
+    for r in results:
+        if not r["einsum"]:
+            out.append(f"einsum at {r['side']}² skipped: its score matrices need ~{r['einsum_gib']:.0f} GiB.")
+    if quick and 128 not in [r["side"] for r in results]:
+        out.append("--quick: 128² (N=16384) left out; the full run measures it.")
+    for r in results:
+        if r["side"] == 64:
+            t, m = r["times"], r["mem"]
+            lt = best(t["layer_zstar"]) / best(t["layer_plain"])
+            lm = m["layer_zstar"]["total"] / m["layer_plain"]["total"] if m else NAN
+            out.append(f"Patched layer at 64² (2 rows: content + style, λ 1.2, λ_style 1.5, zstar_batch_attention) vs the "
+                       f"unpatched layer on the same 2 rows: time {lt:.2f}×, peak {fmt(lm)}×.")
+    return out, t_ratio, m_ratio
+
+
+def pipeline_section(res, device) -> tuple[list[str], float, float, float]:
+    from pipeline import RERUN_SCALE, STEPS
+
+    u, runs = res.unet, res.runs
+    step_ratio = best(u["patched_2rows"]) / best(u["unpatched_2rows"])
+    fast_step = best(u["fast_1row"]) / best(u["unpatched_1row"])
+    e2e = best(runs["paper"]) / best(runs["bare_unet_sum"])
+    e2e_fast = best(runs["paper"]) / best(runs["fast"])
+    inside = res.unet_inside
+    side = res.latent
+    cuda = torch.device(device).type == "cuda"
+
+    def s(v):
+        return f"{best(v):7.2f} s [{median(v):6.2f}]"
+
+    def rows(name):
+        r = res.rows.get(name, [])
+        counts = {}
+        for n in r:
+            counts[n] = counts.get(n, 0) + 1
+        return " + ".join(f"{c}×{n}" for n, c in sorted(counts.items())) + f" = {sum(r)} rows"
+
+    out = [f"## U-Net and end to end: {res.model}, latent {side}² ({side * 8} px), {STEPS} steps, cfg 1",
+           "",
+           f"U-Net step, best of interleaved repetitions (median):",
+           f"  unpatched, 2 rows (content + style)          {best(u['unpatched_2rows']) * 1e3:9.1f} ms [{median(u['unpatched_2rows']) * 1e3:8.1f}]",
+           f"  patched, 2 rows, Z* in layers 10-15 (paper)  {best(u['patched_2rows']) * 1e3:9.1f} ms [{median(u['patched_2rows']) * 1e3:8.1f}]"
+           f"   ratio {step_ratio:.3f}",
+           f"  unpatched, 1 row                             {best(u['unpatched_1row']) * 1e3:9.1f} ms [{median(u['unpatched_1row']) * 1e3:8.1f}]",
+           f"  fast mode, 1 content row + recorded K/V      {best(u['fast_1row']) * 1e3:9.1f} ms [{median(u['fast_1row']) * 1e3:8.1f}]"
+           f"   ratio {fast_step:.3f}",
+           "",
+           "One-off work (cached by ComfyUI across re-runs):"]
+    inv = res.inversion
+    line = f"  inversion content + style, one batched pass  {inv['pair_batched']:7.2f} s"
+    if "one_alone" in inv:
+        line += f"   (one image alone {inv['one_alone']:.2f} s: batched pair = {inv['pair_batched'] / (2 * inv['one_alone']):.2f}× two separate passes)"
+    out.append(line)
+    out.append(f"  style record (fast mode)                     {res.record_seconds:7.2f} s   {res.record_mib:.1f} MiB")
+    out += ["",
+            f"Re-run after changing λ to {RERUN_SCALE} (inversions and record cached), interleaved, best (median):",
+            f"  paper preset (style inversion, λ_style 1.5)  {s(runs['paper'])}   U-Net: {rows('paper')}",
+            f"  its U-Net row evaluations timed alone (sum)  {s(runs['bare_unet_sum'])}   e2e ratio {e2e:.3f}",
+            f"    (time inside the U-Net during that run {inside.get('paper', NAN):.2f} s: run / inside = "
+            f"{best(runs['paper']) / inside['paper']:.3f})",
+            f"  fast mode (style record, λ_style 0)          {s(runs['fast'])}   U-Net: {rows('fast')}",
+            f"    paper / fast = {e2e_fast:.2f}",
+            f"  fast vs replay, relative difference: λ_style 1.5 (paper) {res.diff_fast_vs_replay_on:.2e}, "
+            f"λ_style 0 {res.diff_fast_vs_replay_off:.2e}"]
+    if cuda and res.peak:
+        p = {k: v / 2**30 for k, v in res.peak.items()}
+        out.append(f"  peak memory allocated (GiB): U-Net step unpatched {p['unpatched_2rows']:.2f}, patched {p['patched_2rows']:.2f}, "
+                   f"1 row {p['unpatched_1row']:.2f}, fast 1 row {p['fast_1row']:.2f}; whole run paper {p['paper']:.2f}, fast {p['fast']:.2f}")
+    return out, step_ratio, e2e, e2e_fast
+
+
+def gpu_section(rows, label) -> list[str]:
+    out = [f"## Per image: {label}, 30 steps, cfg 1 (seconds, peak memory allocated)", "",
+           "| size | paper preset: s / image | peak GiB | fast mode: s / image | peak GiB | inversion pair (batched) s | record s | record MiB |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['px']} | {r['paper_s']:.2f} | {r['paper_peak'] / 2**30:.2f} | {r['fast_s']:.2f} | "
+                   f"{r['fast_peak'] / 2**30:.2f} | {r['inversion_pair_s']:.2f} | {r['record_s']:.2f} | {r['record_mib']:.0f} |")
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = device.type == "cuda"
+    dtype = torch.float16 if cuda else torch.float32
+    quick = args.quick
+    started = time.perf_counter()
+    comfy_path = os.environ.get("COMFYUI_PATH")
+
+    header = [f"# Z* benchmark ({'quick' if quick else 'full'}) — {platform.processor() or platform.machine()}, "
+              f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if cuda else ''}, "
+              f"{torch.get_num_threads()} threads, torch {torch.__version__}", ""]
+    sections = []
+    ratios = dict.fromkeys(TARGETS, NAN)
+
+    if not args.skip_attention:
+        sizes = [int(s) for s in (args.attn_sizes or ("64,96" if quick else "64,96,128")).split(",")]
+        reps = 3 if quick else 5
+        limit = min(32 * 2**30, torch.cuda.get_device_properties(device).total_memory // 2) if cuda else 4 * 2**30
+        results = attn.run(sizes, reps, device, dtype, limit, log=log)
+        lines, ratios["attn_time_ratio"], ratios["attn_mem_ratio"] = attention_section(results, dtype, quick)
+        sections.append(lines)
+
+    sizes_px = [int(s) for s in args.sizes.split(",") if s]
+    if args.skip_pipeline:
+        pass
+    elif not comfy_path:
+        sections.append(["## U-Net and end to end", "skipped: COMFYUI_PATH not set"])
+    else:
+        import pipeline
+
+        nodes, models = pipeline.setup(args.device)
+        import comfy.ldm.modules.attention as comfy_attention
+
+        backend = comfy_attention.optimized_attention.__name__
+        latent = args.latent or (16 if quick else (64 if cuda else 32))
+        log(f"building the {'small' if quick else 'full-size'} SD1.5 U-Net")
+        sd = pipeline.build_sd15(models, full=not quick, device=device, dtype=dtype)
+        res = pipeline.run_pipeline(sd, models, latent, unet_reps=9 if quick else 3, run_reps=3 if quick else 1,
+                                    device=device, log=log, separate_inversion=quick)
+        lines, ratios["unet_step_ratio"], ratios["e2e_ratio"], ratios["e2e_fast_ratio"] = pipeline_section(res, device)
+        lines.insert(1, f"ComfyUI attention backend: {backend}")
+        sections.append(lines)
+        if sizes_px:
+            if not cuda:
+                log("--sizes on the CPU: real SD1.5 at these sizes takes hours here; meant for --device cuda")
+            full = sd if not quick else pipeline.build_sd15(models, full=True, device=device, dtype=dtype)
+            table = pipeline.gpu_table(full, models, sizes_px, device, reps=1 if quick else 2, log=log)
+            sections.append(gpu_section(table, full.label))
+
+    summary = ["## Targets", "", f"{'metric':<16} {'value':>8}  {'target':<8} status"]
+    for name, value in ratios.items():
+        op, bound = TARGETS[name]
+        summary.append(f"{name:<16} {fmt(value, '.3f'):>8}  {op} {bound:<5} {met(name, value)}")
+    summary.append("")
+    summary.append(f"total time {time.perf_counter() - started:.0f} s")
+
+    print("\n".join(header))
+    for lines in sections + [summary]:
+        print("\n".join(lines))
+        print()
+    print("RESULT " + " ".join(f"{k}={fmt(v, '.3f')}" for k, v in ratios.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""A real ComfyUI server for the tests, started once per session on 127.0.0.1.
+
+(Not named server.py: ComfyUI has a top-level `server` module that its own code imports.)
+
+    python $COMFYUI_PATH/main.py --cpu --listen 127.0.0.1 --port <free> --base-directory <tmp> ...
+
+<tmp> is a fresh ComfyUI base directory (folder_paths.py: models/, custom_nodes/, input/,
+output/, temp/, user/ all live under it):
+- custom_nodes/comfyui-zstar → a symlink to this repository (loaded as ComfyUI loads any pack);
+- models/checkpoints/v1-5-pruned-emaonly-fp16.safetensors and
+  models/controlnet/control_v11p_sd15_canny_fp16.safetensors → the random-weight files from
+  checkpoint.py, under the names the example workflows use, so the committed workflows run as is;
+- input/example.png (the workflows' default image) and a few small test images.
+Nothing reaches the network: API nodes are off, the database is in memory, the frontend is the
+installed comfyui-frontend-package, and the comfy API base points at a closed local port.
+
+Only the standard library and pytest here; the HTTP client and the launcher are the headless
+runner's (scripts/zstar_batch.py), so the tests exercise the code users run.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ZSTAR_NODES = ("ZStarDDIMInversion", "ZStarAttentionPatch", "ZStarSampler")
+PACK_NAME = "comfyui-zstar"
+STEPS = 3      # DDIM steps the tests run (the workflows say 30)
+SIZE = 64      # test images are SIZE×SIZE pixels (8×8 latents)
+# The random models are linked under the names the example workflows use.
+CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
+CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
+
+
+def load_runner():
+    """scripts/zstar_batch.py as a module (it is a script, not part of the package)."""
+    name = "zstar_batch"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "zstar_batch.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+runner = load_runner()
+
+
+@dataclass
+class RunResult:
+    prompt_id: str | None
+    entry: dict                 # the /history entry: outputs, status (with its messages)
+    messages: list              # [(event, data)] from the history's status
+    cached: list                # node ids ComfyUI took from its cache ('execution_cached')
+
+    @property
+    def images(self) -> list[dict]:
+        return runner.output_images(self.entry)
+
+
+def make_test_image(path: Path, kind: str, size: int = SIZE, seed: int = 0):
+    """Small synthetic pictures: 'content' (shapes on a gradient) or 'style' (coloured stripes)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size))
+    draw = ImageDraw.Draw(img)
+    if kind == "content":
+        for y in range(size):
+            draw.line([(0, y), (size, y)], fill=(40 + 3 * y % 200, 90 + seed * 40 % 150, 160 - y % 120))
+        s = size // 4
+        draw.ellipse([s, s, 3 * s, 3 * s], fill=(230, 200 - 50 * seed % 200, 60))
+        draw.rectangle([s // 2 + seed * 3, 2 * s, 2 * s, 3 * s + s // 2], fill=(30, 30, 60))
+    else:
+        colors = [(200, 40, 40), (240, 200, 60), (40, 60, 180), (30, 140, 80)]
+        for i in range(0, size * 2, 6):
+            draw.line([(i, 0), (i - size, size)], fill=colors[(i // 6 + seed) % 4], width=4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def frontend_settings() -> dict:
+    """User settings so a fresh frontend opens straight onto the canvas (no first-run dialogs)."""
+    return {"Comfy.TutorialCompleted": True, "Comfy.InstalledVersion": "9.9.9",
+            "Comfy.Release.Version": "9.9.9", "Comfy.Workflow.ShowMissingModelsWarning": True,
+            "Comfy.Workflow.ShowMissingNodesWarning": True, "Comfy.Validation.Workflows": True,
+            # full-detail rendering at any zoom and no minimap, for a readable screenshot
+            "LiteGraph.Canvas.MinFontSizeForLOD": 1, "Comfy.Minimap.Visible": False}
+
+
+def prepare_base(base: Path) -> Path:
+    """A fresh ComfyUI base directory: this pack in custom_nodes, the random models under the
+    names the workflows use, input/example.png, frontend settings."""
+    import checkpoint
+
+    base = Path(base)
+    for sub in ("custom_nodes", "input", "output", "user/default"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    (base / "custom_nodes" / PACK_NAME).symlink_to(REPO, target_is_directory=True)
+    for folder, name, src in (("checkpoints", CHECKPOINT, checkpoint.sd15_checkpoint()),
+                              ("controlnet", CONTROLNET, checkpoint.sd15_controlnet())):
+        dst = base / "models" / folder / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(src)
+    make_test_image(base / "input" / "example.png", "content", seed=0)
+    (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps(frontend_settings()))
+    return base
+
+
+def comfyui_args(base: Path) -> list[str]:
+    """main.py arguments for a test server: CPU, our base directory, nothing that goes online."""
+    return ["--cpu", "--base-directory", str(base), "--disable-api-nodes", "--disable-auto-launch",
+            "--database-url", "sqlite:///:memory:", "--comfy-api-base", "http://127.0.0.1:9",
+            "--preview-method", "none"]
+
+
+def offline_env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+
+
+class ZStarServer:
+    """A ComfyUI process serving this repo as a custom node pack."""
+
+    def __init__(self, base: Path, comfy_path: str):
+        self.base = prepare_base(base)
+        self.process = runner.LocalComfyUI(comfy_path, python=sys.executable, extra_args=comfyui_args(self.base),
+                                           log_path=self.base / "comfyui.log", start_timeout=300,
+                                           env=offline_env(), cwd=self.base)
+        self.client: runner.ComfyClient | None = None
+        self._object_info = None
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    def start(self):
+        t0 = time.monotonic()
+        try:
+            self.process.start()
+        except runner.ZStarBatchError as e:
+            pytest.fail(f"ComfyUI did not start: {e}", pytrace=False)
+        self.client = runner.ComfyClient(self.url, timeout=120)
+        missing = [n for n in ZSTAR_NODES if n not in self.object_info]
+        if missing:
+            self.stop()
+            pytest.fail(f"ComfyUI started but the Z* nodes {missing} are missing from /object_info; "
+                        f"server log:\n{self.log_tail(80)}", pytrace=False)
+        print(f"\nComfyUI test server {self.url} ready in {time.monotonic() - t0:.1f} s (log: {self.process.log_path})")
+        return self
+
+    def stop(self):
+        self.process.stop()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return self.process.log_tail(lines)
+
+    @property
+    def object_info(self) -> dict:
+        if self._object_info is None:
+            self._object_info = self.client.object_info()
+        return self._object_info
+
+    def upload(self, path: Path) -> str:
+        return self.client.upload_image(Path(path), subfolder="tests")
+
+    def run(self, prompt: dict, timeout: float = 600, check: bool = True) -> RunResult:
+        """Queue an API prompt, wait for it; a failure shows the server's error and log tail."""
+        events = []
+        try:
+            entry = self.client.run(prompt, on_event=lambda kind, data: events.append((kind, data)), timeout=timeout)
+        except runner.ZStarBatchError as e:
+            if not check:
+                raise
+            pytest.fail(f"{e}\nserver log:\n{self.log_tail(40)}", pytrace=False)
+        messages = runner.status_messages(entry)
+        cached = [n for event, data in messages if event == "execution_cached" for n in data.get("nodes", [])]
+        prompt_id = next((d.get("prompt_id") for e, d in messages if d.get("prompt_id")), None)
+        return RunResult(prompt_id, entry, messages, cached)
+
+    def image(self, info: dict):
+        """A saved image (an entry of RunResult.images) as a PIL image."""
+        import io
+        from PIL import Image
+
+        data = self.client.view(info["filename"], info.get("subfolder", ""), info.get("type", "output"))
+        return Image.open(io.BytesIO(data))
+
+
+def small_prompt(prompt: dict, content: list[str], style: str, steps: int = STEPS, size: int = SIZE,
+                 prefix: str = "tests/zstar") -> dict:
+    """An API workflow made cheap for the tests: `steps` DDIM steps, reweighting on steps 1.., images
+    of size×size, the given uploaded images in the Load Image nodes (content ones in order)."""
+    settings = runner.Settings(steps=steps, size=(size, size), zstar={"start_step": 1, "end_step": steps})
+    prompt = runner.apply_settings(prompt, settings)
+    samplers = [nid for nid, n in prompt.items() if n["class_type"] == "ZStarSampler"]
+    content_loads = sorted({n for s in samplers for n in runner.upstream(prompt, s, "content")
+                            if prompt[n]["class_type"] == "LoadImage"}, key=int)
+    style_loads = {n for s in samplers for n in runner.upstream(prompt, s, "style")
+                   if prompt[n]["class_type"] == "LoadImage"} - set(content_loads)
+    for i, nid in enumerate(content_loads):
+        prompt[nid]["inputs"]["image"] = content[i % len(content)]
+    for nid in style_loads:
+        prompt[nid]["inputs"]["image"] = style
+    for node in prompt.values():
+        if node["class_type"] == "SaveImage":
+            node["inputs"]["filename_prefix"] = prefix
+    return prompt
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """The session's ComfyUI server (skips without COMFYUI_PATH)."""
+    comfy_path = os.environ.get("COMFYUI_PATH")
+    if not comfy_path:
+        pytest.skip("ComfyUI tier skipped: COMFYUI_PATH is not set")
+    server = ZStarServer(tmp_path_factory.mktemp("comfyui-base"), comfy_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def test_images(comfy_server, tmp_path_factory) -> dict:
+    """Uploaded test images: {'content': [3 names], 'style': name, 'files': {name: local path}}."""
+    folder = tmp_path_factory.mktemp("images")
+    contents = [make_test_image(folder / f"content{i}.png", "content", seed=i) for i in range(3)]
+    style = make_test_image(folder / "style0.png", "style")
+    return {"content": [comfy_server.upload(p) for p in contents], "style": comfy_server.upload(style),
+            "content_files": contents, "style_file": style}
