@@ -111,7 +111,7 @@ def attention_section(results, dtype, quick: bool) -> tuple[list[str], float, fl
 
 
 def pipeline_section(res, device) -> tuple[list[str], float, float, float]:
-    from pipeline import RERUN_SCALE, STEPS
+    from pipeline import END_STEP, RERUN_SCALE, START_STEP, STEPS
 
     u, runs = res.unet, res.runs
     step_ratio = best(u["patched_2rows"]) / best(u["unpatched_2rows"])
@@ -119,6 +119,9 @@ def pipeline_section(res, device) -> tuple[list[str], float, float, float]:
     e2e = best(runs["paper"]) / best(runs["bare_unet_sum"])
     e2e_fast = best(runs["paper"]) / best(runs["fast"])
     inside = res.unet_inside
+    window = END_STEP - START_STEP
+    bound = (START_STEP * best(u["unpatched_1row"]) + window * best(u["patched_2rows"])) / (STEPS * best(u["fast_1row"]))
+    batch = best(u["unpatched_2rows"]) / best(u["unpatched_1row"])
     side = res.latent
     cuda = torch.device(device).type == "cuda"
 
@@ -156,7 +159,8 @@ def pipeline_section(res, device) -> tuple[list[str], float, float, float]:
             f"    (time inside the U-Net during that run {inside.get('paper', NAN):.2f} s: run / inside = "
             f"{best(runs['paper']) / inside['paper']:.3f})",
             f"  fast mode (style record, λ_style 0)          {s(runs['fast'])}   U-Net: {rows('fast')}",
-            f"    paper / fast = {e2e_fast:.2f}",
+            f"    paper / fast = {e2e_fast:.2f}; from the U-Net steps alone (5·1 row + 25·patched 2 rows) / (30·fast row) "
+            f"= {bound:.2f}, as 2 rows cost {batch:.2f}× one row here",
             f"  fast vs replay, relative difference: λ_style 1.5 (paper) {res.diff_fast_vs_replay_on:.2e}, "
             f"λ_style 0 {res.diff_fast_vs_replay_off:.2e}"]
     if cuda and res.peak:
@@ -171,8 +175,8 @@ def gpu_section(rows, label) -> list[str]:
            "| size | paper preset: s / image | peak GiB | fast mode: s / image | peak GiB | inversion pair (batched) s | record s | record MiB |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['px']} | {r['paper_s']:.2f} | {r['paper_peak'] / 2**30:.2f} | {r['fast_s']:.2f} | "
-                   f"{r['fast_peak'] / 2**30:.2f} | {r['inversion_pair_s']:.2f} | {r['record_s']:.2f} | {r['record_mib']:.0f} |")
+        out.append(f"| {r['px']} | {r['paper_s']:.2f} | {fmt(r['paper_peak'] / 2**30)} | {r['fast_s']:.2f} | "
+                   f"{fmt(r['fast_peak'] / 2**30)} | {r['inversion_pair_s']:.2f} | {r['record_s']:.2f} | {r['record_mib']:.0f} |")
     return out
 
 
@@ -189,7 +193,12 @@ def main(argv=None) -> int:
 
     header = [f"# Z* benchmark ({'quick' if quick else 'full'}) — {platform.processor() or platform.machine()}, "
               f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if cuda else ''}, "
-              f"{torch.get_num_threads()} threads, torch {torch.__version__}", ""]
+              f"{torch.get_num_threads()} threads, torch {torch.__version__}"]
+    if hasattr(os, "getloadavg"):
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+        busy = " — busy machine, timings are noisy (on a shared CPU, --threads 1 is steadier)" if load > cores else ""
+        header.append(f"load average {load:.1f} on {cores} cores at the start{busy}")
+    header.append("")
     sections = []
     ratios = dict.fromkeys(TARGETS, NAN)
 

@@ -75,12 +75,10 @@ def check_number(name: str, value, lo=None, hi=None, integer: bool = False):
         allowed = f"{kind} ≥ {_fmt(lo)}"
     else:
         allowed = kind
-    bad = isinstance(value, bool) or not isinstance(value, (int, float))
-    if not bad and integer:
-        bad = not float(value).is_integer() if isinstance(value, float) else False
-    if not bad:
-        bad = not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi)
-    if bad:
+    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+    ok = ok and (isinstance(value, int) or math.isfinite(value))  # (no float() of a huge int: it overflows)
+    ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi)
+    if not ok:
         raise ZStarError(f"{name}: must be {allowed}, got {value!r}")
 
 
@@ -89,14 +87,15 @@ def check_layer_syntax(layers: str | None, name: str = "layers"):
     supported model. Whether the model has the layer is checked at execution."""
     if layers is None or layers.strip().lower() in AUTO_LAYERS:
         return
+    every_model = f"(SD1.5/SD2.x: layers 0-15, SDXL: 0-{MAX_LAYERS - 1})"
     try:
         parse_layers(layers, MAX_LAYERS, name=name)
     except ZStarError as e:
-        if "out of range" not in str(e):
-            raise
+        if "out of range" not in str(e):  # a syntax error: name the ranges of every model, not just the largest
+            raise ZStarError(str(e).replace(f"(layers 0-{MAX_LAYERS - 1})", every_model)) from None
         shown = layers.strip() if len(layers.strip()) <= 20 else layers.strip()[:20] + "…"
-        raise ZStarError(f"{name}: '{shown}' names a layer that no supported model has (SD1.5/SD2.x: layers 0-15, "
-                         f"SDXL: 0-{MAX_LAYERS - 1}); use e.g. 'auto' or '10-15'") from None
+        raise ZStarError(f"{name}: '{shown}' names a layer that no supported model has {every_model}; "
+                         "use e.g. 'auto' or '10-15'") from None
 
 
 def check_step_order(start_step, end_step):
@@ -105,7 +104,7 @@ def check_step_order(start_step, end_step):
                          f"got {start_step} and {end_step}")
 
 
-def check_steps(steps, train_steps: int = DEFAULT_TRAIN_STEPS, name: str = "steps"):
+def check_steps(steps, train_steps: int = DEFAULT_TRAIN_STEPS):
     """The official DDIM schedule exists for this step count (steps = train steps overshoots)."""
     if steps is not None:
         ddim_timesteps(steps, num_train_steps=train_steps)

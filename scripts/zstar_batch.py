@@ -442,6 +442,7 @@ class LocalComfyUI:
         self.start_timeout = start_timeout
         self.env = env
         self.cwd = cwd
+        self.temp_log = log_path is None
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="comfyui-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
 
@@ -526,16 +527,26 @@ def upstream(prompt: dict, node_id: str, input_name: str | None = None) -> set[s
     return seen
 
 
+def zstar_samplers(prompt: dict) -> list[str]:
+    """Ids of the Z* nodes that take a content and a style (the Z* Sampler, the Style Map, …)."""
+    return sorted((nid for nid, n in prompt.items()
+                   if n["class_type"].startswith("ZStar") and is_link(n["inputs"].get("content"))
+                   and is_link(n["inputs"].get("style"))), key=lambda k: (len(k), k))
+
+
 def image_slots(prompt: dict) -> tuple[str, str]:
-    """(content Load Image id, style Load Image id): the Load Image nodes upstream of the Z* sampler's
-    content and style inputs."""
-    samplers = [nid for nid, n in prompt.items() if n["class_type"] == "ZStarSampler"]
+    """(content Load Image id, style Load Image id): the Load Image nodes upstream of the Z*
+    sampler's content and style inputs."""
+    samplers = zstar_samplers(prompt)
     if len(samplers) != 1:
-        raise ZStarBatchError(f"the workflow needs exactly one ZStarSampler, it has {len(samplers)}")
+        raise ZStarBatchError(f"the workflow needs exactly one Z* sampler (a Z* node with content and style "
+                              f"inputs), it has {len(samplers)}")
     sid = samplers[0]
     found = {}
     for role in ("content", "style"):
         loads = sorted(n for n in upstream(prompt, sid, role) if prompt[n]["class_type"] == "LoadImage")
+        if role == "style":
+            loads = [n for n in loads if n != found["content"]]
         if len(loads) != 1:
             raise ZStarBatchError(f"the workflow needs one Load Image feeding the sampler's {role} input, it has {len(loads)}")
         found[role] = loads[0]
@@ -949,7 +960,7 @@ def connect(urls: list[str], workflow: dict, say: Printer) -> list[ComfyClient]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     say = Printer(quiet=args.quiet)
-    local = None
+    local, rc = None, 2
     try:
         settings = settings_from(args)
         workflow = apply_settings(load_workflow(Path(args.workflow)), settings)
@@ -975,17 +986,22 @@ def main(argv=None) -> int:
         sched = run_all(clients, jobs, workflow, out_dir, say, timeout=args.job_timeout or None)
         say(f"\n{summary_table(sched)}\n\n{len(sched.done)} of {len(jobs)} done in {time.monotonic() - t0:.1f} s; "
             f"results in {out_dir}", force=True)
-        return 0 if not sched.failed else 1
+        rc = 0 if not sched.failed else 1
     except ZStarBatchError as e:
         say.error(f"error: {e}")
-        return 2
+        if local is not None and local.proc is not None:
+            say.error(f"ComfyUI's log: {local.log_path}")
+        rc = 2
     except KeyboardInterrupt:
         say.error("interrupted")
-        return 130
+        rc = 130
     finally:
         if local is not None:
             say(f"Stopping ComfyUI ({local.url})", force=True)
             local.stop()
+            if local.temp_log and rc == 0:  # keep the log only when something went wrong
+                local.log_path.unlink(missing_ok=True)
+    return rc
 
 
 if __name__ == "__main__":

@@ -67,3 +67,8 @@ def cond(seed: int, tokens: int = 77, dim: int = SMALL_CONTEXT):
 def latent(seed: int, batch: int = 1, size: int = 16):
     gen = torch.Generator().manual_seed(seed)
     return {"samples": torch.randn(batch, 4, size, size, generator=gen) * 5.0}
+
+
+def rel(a, b) -> float:
+    """Relative L2 difference ‖a − b‖ / ‖b‖."""
+    return ((a - b).norm() / b.norm()).item()

@@ -55,6 +55,7 @@ class Browser:
         self.proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}",
                                       "--remote-debugging-port=0", "about:blank"],
                                      stdout=subprocess.DEVNULL, stderr=self.stderr, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, "TMPDIR": self.profile},  # its scratch dirs go too
                                      preexec_fn=runner._die_with_parent)
         port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.monotonic() + 60

@@ -11,6 +11,8 @@ if not harness.COMFYUI_PATH:
 import torch
 
 import models
+from models import rel
+from zstar_fixtures import _inference_mode, empty, model  # noqa: F401 (pytest fixtures)
 
 harness.load_pack()
 from comfyui_zstar.nodes.inversion import invert_latent, invert_latents  # noqa: E402
@@ -24,31 +26,11 @@ from comfyui_zstar.zstar_attention import (RowLayout, ZStarError, reweighted_att
 STEPS = 12
 
 
-@pytest.fixture(autouse=True)
-def _inference_mode():
-    with torch.inference_mode():
-        yield
-
-
-@pytest.fixture(scope="module")
-def model():
-    return models.small_sd15(seed=0)
-
-
-@pytest.fixture(scope="module")
-def empty():
-    return models.cond(1)
-
-
 @pytest.fixture(scope="module")
 def inv(model, empty):
     with torch.inference_mode():
         return {seed: invert_latent(model, models.latent(seed)["samples"], STEPS, empty, progress=False)[0]
                 for seed in (2, 3, 5)}
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 def test_batched_inversion_equals_separate(model, empty, inv):

@@ -15,6 +15,8 @@ import comfy.sample
 import comfy.samplers
 
 import models
+from models import rel
+from zstar_fixtures import _inference_mode, empty, model  # noqa: F401 (pytest fixtures)
 
 pack = harness.load_pack()
 from comfyui_zstar.nodes import host  # noqa: E402
@@ -24,27 +26,6 @@ from comfyui_zstar.nodes.sampler import zstar_sample  # noqa: E402
 from comfyui_zstar.zstar_attention import ddim_sample, vp_scale  # noqa: E402
 
 STEPS = 30
-
-
-@pytest.fixture(autouse=True)
-def _inference_mode():
-    """ComfyUI's executor runs every node under inference_mode; so do we."""
-    with torch.inference_mode():
-        yield
-
-
-@pytest.fixture(scope="module")
-def model():
-    return models.small_sd15(seed=0)
-
-
-@pytest.fixture(scope="module")
-def empty():
-    return models.cond(1)
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 def invert(model, seed, cond, steps=STEPS, batch=1):

@@ -193,7 +193,7 @@ VALIDATION_CASES = [  # (node, widgets, message fragment): rejected before the p
     (ZStarAttentionPatch, {"style_strength": 1e300}, "style_strength: must be a finite number from 0 to 10, got 1e+300"),
     (ZStarAttentionPatch, {"style_self_strength": NAN}, "style_self_strength: must be a finite number from 0 to 10, got nan"),
     (ZStarAttentionPatch, {"style_self_strength": -1.0}, "style_self_strength: must be a finite number from 0 to 10, got -1.0"),
-    (ZStarAttentionPatch, {"layers": "ten"}, "layers: 'ten' is not a layer number; use e.g. '10-15'"),
+    (ZStarAttentionPatch, {"layers": "ten"}, "layers: 'ten' is not a layer number; use e.g. '10-15' or '10,12,14' (SD1.5/SD2.x: layers 0-15, SDXL: 0-69)"),
     (ZStarAttentionPatch, {"layers": "15-10"}, "layers: range '15-10' is reversed; write '10-15'"),
     (ZStarAttentionPatch, {"layers": "10,,12"}, "layers: '10,,12' has an empty item between commas"),
     (ZStarAttentionPatch, {"layers": "-3"}, "layers: '-3' is not a layer number"),
@@ -622,7 +622,7 @@ def mostly(good, bad):
 
 any_float = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                       st.sampled_from([NAN, INF, -INF, -0.0, -1e-300, 10.000001, 1e308]))
-any_int = st.one_of(st.integers(-3, 40), st.integers(-2**70, 2**70))
+any_int = st.one_of(st.integers(-3, 40), st.integers(-2**70, 2**70), st.sampled_from([10**400, -10**400]))
 any_layers = st.one_of(st.from_regex(r"\A[ 0-9,\-]{0,10}\Z"), st.text(max_size=12), st.sampled_from(["16", "70", "0-69"]))
 good_layers = st.sampled_from(["auto", "paper", "", "all", " 10 - 15 ", "10,12,14", "0-15", "15"])
 

@@ -29,11 +29,11 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import zstar_server  # noqa: E402
 from zstar_server import ZStarServer, make_test_image, runner, small_prompt  # noqa: E402
 
 BASIC = json.loads((REPO / "workflows" / "api" / "zstar_basic.json").read_text())
-INTERRUPT_STEPS = 8  # long enough to catch the inversion and the sampler mid-way on a CPU
+INTERRUPT_STEPS = 4  # the interrupt lands after step 1 of 4: seconds per step on a CPU, so always mid-node
+RUN_STEPS = 2        # the long run: one plain step and one Z* step per run
 RUNS = 20
 # RSS tolerance for "no growth": last-5 mean ≤ first-5 mean + this. A real leak in this
 # pipeline keeps tensors or model copies: one fp32 copy of the U-Net is 3.4 GB, one
@@ -57,11 +57,10 @@ def images_of(server, result) -> list[tuple[bytes, np.ndarray]]:
 
 
 def interrupt_prompt(content: str, style: str) -> dict:
-    prompt = small_prompt(BASIC, [content], style, steps=INTERRUPT_STEPS, prefix="tests/interrupt")
-    return prompt
+    return small_prompt(BASIC, [content], style, steps=INTERRUPT_STEPS, prefix="tests/interrupt")
 
 
-def run_and_interrupt(server, prompt: dict, node_id: str, at_step: int = 2, timeout: float = 300) -> list:
+def run_and_interrupt(server, prompt: dict, node_id: str, at_step: int = 1, timeout: float = 300) -> list:
     """Queue `prompt`; when `node_id` reports progress step `at_step`, POST /interrupt (as the
     UI's Cancel button does). Returns the history's status messages; fails if it completed."""
     client = server.client
@@ -143,7 +142,7 @@ def test_long_running_server_memory_and_determinism(comfy_server, image_files):
     names = {k: server.upload(p) for k, p in image_files.items()}
     variants = []
     for content, strength in ((names["content"], 1.2), (names["content_b"], 1.3)):
-        prompt = small_prompt(BASIC, [content], names["style"], prefix="tests/longrun")
+        prompt = small_prompt(BASIC, [content], names["style"], steps=RUN_STEPS, prefix="tests/longrun")
         prompt[node_of(prompt, "ZStarAttentionPatch")]["inputs"]["style_strength"] = strength
         variants.append(prompt)
     proc = psutil.Process(server.process.proc.pid)

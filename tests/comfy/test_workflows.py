@@ -266,10 +266,11 @@ def test_changing_only_style_strength_reuses_both_inversions(comfy_server, test_
 def test_api_workflow_runs_and_saves_finite_images(comfy_server, test_images, api_path):
     import numpy as np
 
-    prompt = small_prompt(load(api_path), test_images["content"], test_images["style"],
+    prompt = small_prompt(load(api_path), test_images["content"], test_images["styles"],
                           prefix=f"tests/{api_path.stem}")
-    sampler = next(nid for nid, n in prompt.items() if n["class_type"] == "ZStarSampler")
-    n_contents = len([n for n in runner.upstream(prompt, sampler, "content") if prompt[n]["class_type"] == "LoadImage"])
+    assert runner.zstar_samplers(prompt), f"{api_path.name} has no Z* node taking a content and a style"
+    n_contents = len(zstar_server.image_roles(prompt)[0])
+    assert n_contents >= 1
     result = comfy_server.run(prompt)
     assert any(e == "execution_success" for e, _ in result.messages), result.messages
     assert len(result.images) == n_contents, f"expected one image per content image, got {result.images}"

@@ -1,4 +1,4 @@
-"""Fixtures the issue-6 test modules share: import them into a module to use them there.
+"""Fixtures the ComfyUI-tier test modules share: import them into a module to use them there.
 
     from zstar_fixtures import _inference_mode, model, empty, inv  # noqa: F401 (pytest fixtures)
 

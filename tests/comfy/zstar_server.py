@@ -193,21 +193,32 @@ class ZStarServer:
         return Image.open(io.BytesIO(data))
 
 
-def small_prompt(prompt: dict, content: list[str], style: str, steps: int = STEPS, size: int = SIZE,
+def image_roles(prompt: dict) -> tuple[list[str], list[str]]:
+    """(content Load Image ids, style Load Image ids), each in id order: the Load Image nodes
+    upstream of the content / style inputs of the workflow's Z* samplers."""
+    samplers = runner.zstar_samplers(prompt)
+
+    def loads(role, exclude=()):
+        return sorted({n for s in samplers for n in runner.upstream(prompt, s, role)
+                       if prompt[n]["class_type"] == "LoadImage"} - set(exclude), key=int)
+
+    content = loads("content")
+    return content, loads("style", exclude=content)
+
+
+def small_prompt(prompt: dict, content: list[str], style, steps: int = STEPS, size: int = SIZE,
                  prefix: str = "tests/zstar") -> dict:
     """An API workflow made cheap for the tests: `steps` DDIM steps, reweighting on steps 1.., images
-    of size×size, the given uploaded images in the Load Image nodes (content ones in order)."""
+    of size×size, the given uploaded images in the Load Image nodes (content ones in order; style
+    one name or a list, used in turn)."""
     settings = runner.Settings(steps=steps, size=(size, size), zstar={"start_step": 1, "end_step": steps})
     prompt = runner.apply_settings(prompt, settings)
-    samplers = [nid for nid, n in prompt.items() if n["class_type"] == "ZStarSampler"]
-    content_loads = sorted({n for s in samplers for n in runner.upstream(prompt, s, "content")
-                            if prompt[n]["class_type"] == "LoadImage"}, key=int)
-    style_loads = {n for s in samplers for n in runner.upstream(prompt, s, "style")
-                   if prompt[n]["class_type"] == "LoadImage"} - set(content_loads)
+    content_loads, style_loads = image_roles(prompt)
+    styles = [style] if isinstance(style, str) else list(style)
     for i, nid in enumerate(content_loads):
         prompt[nid]["inputs"]["image"] = content[i % len(content)]
-    for nid in style_loads:
-        prompt[nid]["inputs"]["image"] = style
+    for i, nid in enumerate(style_loads):
+        prompt[nid]["inputs"]["image"] = styles[i % len(styles)]
     for node in prompt.values():
         if node["class_type"] == "SaveImage":
             node["inputs"]["filename_prefix"] = prefix
@@ -230,9 +241,11 @@ def comfy_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def test_images(comfy_server, tmp_path_factory) -> dict:
-    """Uploaded test images: {'content': [3 names], 'style': name, 'files': {name: local path}}."""
+    """Uploaded test images: {'content': [3 names], 'style': name, 'styles': [3 names], and the local
+    files 'content_files', 'style_file'}."""
     folder = tmp_path_factory.mktemp("images")
     contents = [make_test_image(folder / f"content{i}.png", "content", seed=i) for i in range(3)]
-    style = make_test_image(folder / "style0.png", "style")
-    return {"content": [comfy_server.upload(p) for p in contents], "style": comfy_server.upload(style),
-            "content_files": contents, "style_file": style}
+    styles = [make_test_image(folder / f"style{i}.png", "style", seed=i) for i in range(3)]
+    style_names = [comfy_server.upload(p) for p in styles]
+    return {"content": [comfy_server.upload(p) for p in contents], "style": style_names[0], "styles": style_names,
+            "content_files": contents, "style_file": styles[0]}
