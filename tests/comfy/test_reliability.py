@@ -34,6 +34,7 @@ import execution
 import nodes as comfy_nodes
 
 import models
+from zstar_fixtures import _inference_mode, empty, model  # noqa: F401 (pytest fixtures)
 
 harness.load_pack()
 from comfyui_zstar.nodes import NODES  # noqa: E402
@@ -62,23 +63,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _inference_mode():
-    """ComfyUI's executor runs every node under inference_mode; so do we."""
-    with torch.inference_mode():
-        yield
-
-
-@pytest.fixture(scope="module")
-def model():
-    return models.small_sd15(seed=0)
-
-
-@pytest.fixture(scope="module")
-def empty():
-    return models.cond(1)
 
 
 def latent(seed, batch=1, size=SIZE):
