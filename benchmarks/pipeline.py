@@ -168,6 +168,7 @@ class PipelineResult:
     runs: dict = field(default_factory=dict)  # name -> [seconds]
     unet_inside: dict = field(default_factory=dict)  # run name -> seconds inside the U-Net (best run)
     rows: dict = field(default_factory=dict)  # run name -> rows per U-Net call
+    bare_calls: dict = field(default_factory=dict)  # "1 row" / "2 rows" -> seconds of each bare call
     inversion: dict = field(default_factory=dict)  # name -> seconds
     record_seconds: float = 0.0
     record_mib: float = 0.0
@@ -245,8 +246,10 @@ def run_pipeline(sd: Sd15, models, latent: int, unet_reps: int, run_reps: int, d
         z_steps = [unet_call(sd, paper_rerun, 2, latent, paper_run_state(True, RERUN_SCALE), step=i)
                    for i in range(START_STEP, STEPS)]
 
-        def bare_sum():  # the same row evaluations, timed alone (their sum)
-            return sum(timed(fn, device)[0] for fn in plain_steps + z_steps)
+        def bare_sum():  # the same row evaluations, timed alone one by one; returns their sum
+            for name, fns in (("1 row", plain_steps), ("2 rows", z_steps)):
+                res.bare_calls.setdefault(name, []).extend(timed(fn, device)[0] for fn in fns)
+            return sum(res.bare_calls["1 row"][-len(plain_steps):]) + sum(res.bare_calls["2 rows"][-len(z_steps):])
 
         log(f"pipeline: re-runs (paper preset, bare U-Net sum, fast mode), interleaved × {run_reps}")
         paper_fn, fast_fn = sample("paper", paper_rerun, style_inv), sample("fast", fast_rerun, record)
