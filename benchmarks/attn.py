@@ -1,17 +1,24 @@
 """Attention tier of the benchmark: plain torch, no ComfyUI.
 
 Compares, at SD1.5's first-level width (8 heads × 40 = 320 channels):
-  plain  sdpa_attention(q, k, v)                      N keys   (the unpatched layer)
-  zstar  reweighted_attention(q, k, v, k_s, v_s, λ)   2N keys, λ folded, one fused call
-  einsum reweighted_attention_reference(dtype=None)   the official, materialised formulation
-  layer  zstar_batch_attention on a [content; style] batch vs plain attention on the same batch
+  plain   sdpa_attention(q, k, v)                          N keys   (the unpatched layer)
+  zstar   attention_over_rows(q, k_rows, v_rows, (1, λ))   2N keys: what the patched layer runs
+          for its content row. The keys and values arrive as the layer holds them, the
+          content's and the style row's side by side in its own k and v; λ scales the style
+          half in place and one fused call reads the 2N keys as a view (no copy).
+  copy    reweighted_attention(q, k, v, k_s, v_s, λ)       2N keys from separate tensors (fast
+          mode's recorded style): [λ·K_s; K] and [V_s; V] are written into new buffers first
+  einsum  reweighted_attention_reference(dtype=None)       the official, materialised formulation
+  layer   zstar_batch_attention on a [content; style] batch vs plain attention on the same batch
 
-Time: interleaved repetitions, best (min) and median. Memory: the peak of the call measured
-for real. On CUDA: torch.cuda.max_memory_allocated after a reset. On CPU: each measurement
-runs in a fresh subprocess (`python attn.py --child ...`); it resets the kernel's peak-RSS
-counter (write "5" to /proc/self/clear_refs), allocates the inputs, runs the call once and
-reads VmHWM from /proc/self/status. "total" = peak − RSS before the inputs existed (inputs,
-temporaries and output); "extra" = peak − RSS once the inputs exist (temporaries and output).
+Time: interleaved repetitions, best (min) and median (zstar and layer scale their style keys
+in place on every repetition; attention's cost does not depend on the values). Memory: the
+peak of the call measured for real. On CUDA: torch.cuda.max_memory_allocated after a reset.
+On CPU: each measurement runs in a fresh subprocess (`python attn.py --child ...`); it resets
+the kernel's peak-RSS counter (write "5" to /proc/self/clear_refs), allocates the inputs, runs
+the call once and reads VmHWM from /proc/self/status. "total" = peak − RSS before the inputs
+existed (inputs, temporaries and output); "extra" = peak − RSS once the inputs exist
+(temporaries and output).
 """
 from __future__ import annotations
 
@@ -29,29 +36,37 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from zstar_attention import (RowLayout, reweighted_attention, reweighted_attention_reference,  # noqa: E402
-                             sdpa_attention, zstar_batch_attention)
+from zstar_attention import (RowLayout, attention_over_rows, reweighted_attention,  # noqa: E402
+                             reweighted_attention_reference, sdpa_attention, zstar_batch_attention)
 
 from timing import interleaved  # noqa: E402
 
 HEADS, DIM_HEAD = 8, 40
 STYLE_SCALE, STYLE_SELF_SCALE = 1.2, 1.5
-VARIANTS = ("plain", "zstar", "einsum", "layer_plain", "layer_zstar")
+VARIANTS = ("plain", "zstar", "copy", "einsum", "layer_plain", "layer_zstar")
 LAYER_SIDE = 64  # the [content; style] layer rows run at this latent side only
 
 
 def make_inputs(variant: str, n: int, device, dtype, seed: int = 0) -> tuple:
-    """q, k, v (and k_s, v_s) in ComfyUI's layout (B, N, heads·d)."""
+    """The call's inputs in ComfyUI's layout (B, N, heads·d); zstar's keys/values as (1, 2, N, ·)."""
     gen = torch.Generator().manual_seed(seed)
-    rows = 2 if variant.startswith("layer") else 1
-    count = 3 if variant in ("plain", "layer_plain", "layer_zstar") else 5
-    return tuple(torch.randn(rows, n, HEADS * DIM_HEAD, generator=gen).to(device, dtype) for _ in range(count))
+
+    def t(rows):
+        return torch.randn(rows, n, HEADS * DIM_HEAD, generator=gen).to(device, dtype)
+
+    if variant == "zstar":  # q of the content row; k, v of the layer's [content; style] rows
+        return t(1), t(2).unsqueeze(0), t(2).unsqueeze(0)
+    if variant.startswith("layer"):
+        return t(2), t(2), t(2)
+    return tuple(t(1) for _ in range(3 if variant == "plain" else 5))
 
 
 def call(variant: str, t: tuple):
     if variant in ("plain", "layer_plain"):
         return sdpa_attention(t[0], t[1], t[2], HEADS)
     if variant == "zstar":
+        return attention_over_rows(t[0], t[1], t[2], HEADS, (1.0, STYLE_SCALE))
+    if variant == "copy":
         return reweighted_attention(*t, HEADS, STYLE_SCALE)
     if variant == "einsum":
         return reweighted_attention_reference(*t, HEADS, STYLE_SCALE, dtype=None)

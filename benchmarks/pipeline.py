@@ -22,15 +22,19 @@ RERUN_SCALE = 1.4  # the λ the artist changes to before re-running
 START_STEP, END_STEP, LAYERS = 5, 30, "10-15"
 
 
-def setup(device: str):
+def setup(device: str, attention: str = "pytorch"):
     """ComfyUI on sys.path (in CPU mode for --device cpu) and the pack imported as ComfyUI
-    imports it; returns (pack modules, tests/comfy/models)."""
+    imports it; returns (pack modules, tests/comfy/models). attention "pytorch" starts ComfyUI
+    as --use-pytorch-cross-attention would (torch SDPA, its default on NVIDIA GPUs); "comfy"
+    leaves ComfyUI's own choice for this machine (on a CPU: sub-quadratic chunked attention)."""
     sys.path.insert(0, str(REPO / "tests" / "comfy"))
     import harness  # puts COMFYUI_PATH on sys.path (tests/comfy/harness.py)
     import comfy.cli_args
 
     if torch.device(device).type == "cpu":
         comfy.cli_args.args.cpu = True  # before comfy.model_management is imported
+    if attention == "pytorch":
+        comfy.cli_args.args.use_pytorch_cross_attention = True
     import models  # tests/comfy/models.py: SD1.5 config, random init, conds, latents
 
     harness.load_pack()
@@ -62,14 +66,20 @@ class Sd15:
     label: str
 
 
-def build_sd15(models, full: bool, device, dtype, seed: int = 0, out_scale: float = 0.05) -> Sd15:
-    """SD1.5's block layout, random weights: full width (320 ch, 768 context, 8 heads: the
-    real U-Net, 860M parameters) or tests/comfy/models.small_sd15's toy width."""
+# U-Net widths: SD1.5 itself, and the toy width of the tests for --quick.
+WIDTHS = {
+    "full": dict(model_channels=320, context_dim=768, num_heads=8),
+    "quick": {},  # tests/comfy/models.py: 32 channels, 9M parameters
+}
+
+
+def build_sd15(models, width: str, device, dtype, seed: int = 0, out_scale: float = 0.05) -> Sd15:
+    """SD1.5's block layout with random weights at one of WIDTHS ("full": the real U-Net,
+    860M parameters)."""
     import comfy.model_patcher
     import comfy.supported_models
 
-    width = dict(model_channels=320, context_dim=768, num_heads=8) if full else {}
-    unet_config = models.sd15_unet_config(**width)
+    unet_config = models.sd15_unet_config(**WIDTHS[width])
     model_config = comfy.supported_models.SD15(unet_config)
     model_config.set_inference_dtype(dtype, None)
     model = model_config.get_model({}, device=torch.device("cpu"))
@@ -82,7 +92,8 @@ def build_sd15(models, full: bool, device, dtype, seed: int = 0, out_scale: floa
                                                offload_device=torch.device("cpu"))
     ctx = unet_config["context_dim"]
     params = sum(p.numel() for p in model.diffusion_model.parameters())
-    label = f"SD1.5 {'full' if full else 'small'} ({unet_config['model_channels']} ch, {params / 1e6:.0f}M params, random weights)"
+    label = (f"SD1.5 {'full' if width == 'full' else 'quick stand-in'} ({unet_config['model_channels']} ch, "
+             f"{params / 1e6:.0f}M params, random weights)")
     return Sd15(patcher, models.cond(1, 77, ctx), ctx, label)
 
 

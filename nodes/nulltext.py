@@ -5,7 +5,9 @@ runs it): for every step, Adam on the unconditional embedding (≤ N iterations,
 1e-2·(1 − i/100), early stop at loss < 1e-5 + i·2e-5) so that one CFG DDIM step from the
 current latent lands on the inversion's next latent. The model's weights are never touched:
 gradients flow only into the embedding, which ComfyUI's apply_model wrapper feeds to the
-unconditional rows.
+unconditional rows. As in the official code, the conditional prediction does not depend on
+the embedding, so it is computed once per step (without gradients) and only the
+unconditional half runs in every Adam iteration.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from .patch import RUN_KEY
 from .types import Inversion, InversionType
 
 NULLTEXT_KEY = "zstar_nulltext"
+COND_CACHE_KEY = "zstar_nulltext_cond_cache"
 
 
 @dataclass
@@ -32,6 +35,7 @@ class NullTextState:
     embeddings: tuple | None = None  # per step, (n_content, tokens, dim), when replaying
     current: torch.Tensor | None = None  # set while optimising
     step: int = 0
+    cond_out: torch.Tensor | None = None  # while optimising: this step's conditional prediction
 
 
 def _row_embeddings(state: NullTextState, rows: int, run) -> torch.Tensor:
@@ -69,6 +73,23 @@ def install_nulltext(model, state: NullTextState):
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, NULLTEXT_KEY, nulltext_wrapper)
 
 
+def cached_cond_wrapper(executor, model, conds, x_in, timestep, model_options):
+    """CALC_COND_BATCH wrapper for the optimisation: the conditional half once per step.
+
+    Within one step x and σ are fixed and only the unconditional embedding changes, so the
+    conditional prediction is computed on the step's first call (no gradients: it does not
+    depend on the embedding) and reused; every call evaluates the unconditional half only.
+    """
+    state = model_options.get("transformer_options", {}).get(NULLTEXT_KEY)
+    if state is None or state.current is None or len(conds) != 2 or conds[0] is None or conds[1] is None:
+        return executor(model, conds, x_in, timestep, model_options)
+    if state.cond_out is None:
+        with torch.no_grad():
+            state.cond_out = executor(model, [conds[0], None], x_in, timestep, model_options)[0].detach()
+    uncond_out = executor(model, [None, conds[1]], x_in, timestep, model_options)[1]
+    return [state.cond_out, uncond_out]
+
+
 def _copy_weights_for_grad(model):
     """Identity weight/bias wrappers make ComfyUI hand every layer a fresh copy of its
     parameters in each forward: it loads them as inference tensors, which autograd cannot save."""
@@ -100,6 +121,7 @@ def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER
     state = NullTextState()
     clone = model.clone()
     install_nulltext(clone, state)
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, COND_CACHE_KEY, cached_cond_wrapper)
     _copy_weights_for_grad(clone)
     nc, steps = inversion.batch, inversion.steps
     found = []
@@ -115,6 +137,7 @@ def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER
                 sigma, sigma_next = sigmas[i], sigmas[i + 1]
                 scale = vp_scale(sigma_next)
                 target = (traj[i + 1] / scale).clone()
+                state.cond_out = None  # a new x and σ: the conditional half is computed anew
                 emb = emb.detach().clone().requires_grad_(True)
                 optimizer = torch.optim.Adam([emb], lr=lr * (1.0 - i / 100.0))
                 threshold = 1e-5 + i * 2e-5
@@ -138,7 +161,7 @@ def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER
                     denoised = denoiser(x, sigma)
                     x = ddim_step(x, denoised, sigma, sigma_next).detach()
                 cb(i, denoised, x)
-        state.current = None
+        state.current = state.cond_out = None
         return x / vp_scale(sigmas[-1])
 
     shape = (nc, *inversion.latent_shape)
@@ -155,7 +178,8 @@ class ZStarNullTextOptimization(io.ComfyNode):
             category="sampling/zstar",
             description="Optimises one unconditional embedding per step so that CFG sampling reconstructs "
                         "the inverted content (the official Z* content path for CFG 7.5). Slow: up to "
-                        "iterations × steps extra model passes with gradients. Not needed with CFG 1.",
+                        "iterations × steps extra passes of the unconditional half, with gradients. "
+                        "Not needed with CFG 1.",
             inputs=[
                 io.Model.Input("model", tooltip="The MODEL the inversion was made with (unpatched). Its weights are not changed."),
                 InversionType.Input("inversion", tooltip="The content's Z* DDIM Inversion."),

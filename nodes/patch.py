@@ -102,8 +102,8 @@ def recorded_style_attention(q, k, v, heads, run, key, extra_options, attention,
                                  "record the style with the sampler's cfg")
             ks.append(entry[0].to(q).expand(nc, -1, -1))
             vs.append(entry[1].to(v).expand(nc, -1, -1))
-        styles_k.append(torch.cat(ks))
-        styles_v.append(torch.cat(vs))
+        styles_k.append(ks[0] if len(ks) == 1 else torch.cat(ks))  # one CFG half: a view, no copy
+        styles_v.append(vs[0] if len(vs) == 1 else torch.cat(vs))
     if mask is not None:
         mask = mask.repeat(len(labels), 1)
     probe = _probe(run, key, extra_options)

@@ -3,7 +3,7 @@
 No ComfyUI imports here: the nodes in ../nodes adapt these functions to ComfyUI.
 """
 from .errors import ZStarError
-from .attention import reweighted_attention, sdpa_attention
+from .attention import attention_over_rows, reweighted_attention, sdpa_attention
 from .reference import reweighted_attention_reference
 from .schedule import ddim_sigmas, ddim_timesteps, scaled_linear_alphas_cumprod, sigmas_from_table, vp_scale
 from .ddim import ddim_invert, ddim_sample, ddim_step
@@ -27,7 +27,7 @@ from .sampling import STYLE_MODES, zstar_denoise
 
 __all__ = [
     "ZStarError",
-    "reweighted_attention", "sdpa_attention", "reweighted_attention_reference",
+    "reweighted_attention", "attention_over_rows", "sdpa_attention", "reweighted_attention_reference",
     "scaled_linear_alphas_cumprod", "ddim_timesteps", "sigmas_from_table", "ddim_sigmas", "vp_scale",
     "ddim_step", "ddim_invert", "ddim_sample",
     "SD15_ATTN1_KEYS", "SD2_ATTN1_KEYS", "SDXL_ATTN1_KEYS", "SD15_PAPER_LAYERS", "SDXL_PAPER_LAYERS",

@@ -25,7 +25,7 @@ Tensor = torch.Tensor
 StyleTensors = Union[Tensor, Sequence[Tensor]]
 AttentionFn = Callable[[Tensor, Tensor, Tensor, int], Tensor]
 
-__all__ = ["sdpa_attention", "reweighted_attention"]
+__all__ = ["sdpa_attention", "reweighted_attention", "attention_over_rows"]
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | None = None) -> Tensor:
@@ -166,10 +166,56 @@ def reweighted_attention(
         if not bool(query_mask.any()):
             return attn(q, k, v, heads)
 
-    keys = [ks if s == 1.0 else ks * s for ks, s in zip(k_styles, scales)]
-    out = attn(q, torch.cat(keys + [k], dim=1), torch.cat(list(v_styles) + [v], dim=1), heads)
+    out = attn(q, _stack_tokens(k_styles, scales, k), _stack_tokens(v_styles, None, v), heads)
+    return _apply_mask(out, query_mask, lambda: attn(q, k, v, heads))
 
+
+def _apply_mask(out: Tensor, query_mask: Tensor | None, plain) -> Tensor:
+    """Rows where query_mask is False take plain(); `out` as is when the mask is None or all True."""
     if query_mask is not None and not bool(query_mask.all()):
-        plain = attn(q, k, v, heads)
-        out = torch.where(query_mask.unsqueeze(-1), out, plain)
+        out = torch.where(query_mask.unsqueeze(-1), out, plain())
     return out
+
+
+def _stack_tokens(parts: Sequence[Tensor], scales, own: Tensor) -> Tensor:
+    """[s1·part1; …; own] along the tokens, written straight into one new buffer, so the scaled
+    style keys never exist as a temporary of their own (same values as torch.cat of ks * s)."""
+    scales = [1.0] * len(parts) if scales is None else scales
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (*parts, own)):  # out= cannot record grads
+        return torch.cat([p if s == 1.0 else p * s for p, s in zip(parts, scales)] + [own], dim=1)
+    b, _, width = own.shape
+    buf = own.new_empty(b, sum(p.shape[1] for p in parts) + own.shape[1], width)
+    at = 0
+    for p, s in zip(parts, scales):
+        dst = buf[:, at:at + p.shape[1]]
+        if s == 1.0:
+            dst.copy_(p)
+        else:
+            torch.mul(p, s, out=dst)
+        at += p.shape[1]
+    buf[:, at:] = own
+    return buf
+
+
+def attention_over_rows(q: Tensor, k_rows: Tensor, v_rows: Tensor, heads: int, row_scales: Sequence[float],
+                        attention: AttentionFn | None = None) -> Tensor:
+    """Attention of q over the keys of R rows side by side, row r's keys scaled by row_scales[r].
+
+    q: (B,N,H·d); k_rows, v_rows: (B,R,M,H·d), e.g. the U-Net layer's own k and v viewed per
+    chunk as [content row; style rows]. softmax is blind to the order of the keys, so this is
+    Z*'s reweighted attention for the row whose scale is 1 (its own keys) against the rows with
+    scale λ (its styles). The scaling happens IN PLACE on k_rows and, when k_rows and v_rows
+    are contiguous, the R·M keys and values are a view: besides the inputs the call holds only
+    the output and the backend's own workspace. Meant for the patched layer, whose k is a
+    temporary it owns; the caller must not need k_rows' old values afterwards.
+    """
+    if k_rows.ndim != 4 or v_rows.shape[:3] != k_rows.shape[:3] or len(row_scales) != k_rows.shape[1]:
+        raise ZStarError(f"attention_over_rows: k_rows/v_rows must be (batch, rows, tokens, width) with one scale per row; "
+                         f"got {tuple(k_rows.shape)}, {tuple(v_rows.shape)} and {len(row_scales)} scales")
+    for r, s in enumerate(row_scales):
+        s = _check_scale(s, f"row_scales[{r}]")
+        if s != 1.0:
+            k_rows[:, r].mul_(s)
+    b, r, m, _ = k_rows.shape
+    attn = sdpa_attention if attention is None else attention
+    return attn(q, k_rows.reshape(b, r * m, k_rows.shape[-1]), v_rows.reshape(b, r * m, v_rows.shape[-1]), heads)

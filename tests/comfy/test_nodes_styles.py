@@ -107,7 +107,7 @@ def test_two_styles_follow_the_core_multistyle_formula(model, empty, inv):
     # the batch attention with two style rows equals the core formula on random tensors
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, 10, 16, generator=gen) for _ in range(3))
-    got = zstar_batch_attention(q, k, v, 2, RowLayout(1, 2), 1, (0.8, 1.6))
+    got = zstar_batch_attention(q, k.clone(), v, 2, RowLayout(1, 2), 1, (0.8, 1.6))  # k is scratch
     want = reweighted_attention(q[:1], k[:1], v[:1], [k[1:2], k[2:3]], [v[1:2], v[2:3]], 2, style_scale=[0.8, 1.6])
     assert torch.allclose(got[:1], want, atol=1e-6)
 

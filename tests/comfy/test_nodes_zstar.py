@@ -265,6 +265,32 @@ def test_nulltext_makes_cfg_reconstruct_the_content(empty):
     assert repr(model.model_options) == options
 
 
+def test_nulltext_evaluates_the_conditional_half_once_per_step(empty):
+    """As the official code: per step one conditional pass without gradients, then only the
+    unconditional half per Adam iteration (and once more for the step itself)."""
+    import comfy.patcher_extension
+    from comfyui_zstar.nodes.nulltext import nulltext_optimise
+
+    steps, iterations = 4, 3
+    model = models.small_sd15(seed=0)
+    inv = invert(model, 2, empty, steps)
+    calls = []
+
+    def count(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        calls.append((tuple(transformer_options["cond_or_uncond"]), torch.is_grad_enabled()))
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    counting = model.clone()
+    counting.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "count", count)
+    log = []
+    nulltext_optimise(counting, inv, empty, models.cond(7), cfg=7.5, iterations=iterations, progress=False, log=log)
+    runs = [sum(1 for (i, _, _) in log if i == step) for step in range(steps)]
+    expected = []
+    for n in runs:
+        expected += [((0,), False)] + [((1,), True)] * n + [((1,), False)]
+    assert calls == expected
+
+
 def test_controlnet_residuals_do_not_reach_style_rows():
     """ControlNet guides the content's structure; the style rows keep the style's own K/V."""
     from comfyui_zstar.nodes.patch import RUN_KEY
