@@ -7,11 +7,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# The ComfyUI tier loads the pack on purpose, under this name, as ComfyUI loads a custom node
+# folder (tests/comfy/harness.py: load_pack); when both tiers share one pytest session it is
+# already in sys.modules here. Any other name means pytest's own collection imported the root.
+HARNESS_NAME = "comfyui_zstar"
+
+
 def test_root_init_not_imported_by_pytest():
     root_init = ROOT / "__init__.py"
     loaded = [name for name, mod in list(sys.modules.items())
               if getattr(mod, "__file__", None) and Path(mod.__file__).resolve() == root_init]
-    assert loaded == [], f"pytest imported the ComfyUI entry point as {loaded}"
+    assert [name for name in loaded if name != HARNESS_NAME] == [], f"pytest imported the ComfyUI entry point as {loaded}"
 
 
 def test_core_imports_without_comfyui():
