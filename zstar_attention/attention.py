@@ -163,16 +163,22 @@ def reweighted_attention(
 
     if query_mask is not None:
         query_mask = _check_mask(query_mask, q)
-        if not bool(query_mask.any()):
-            return attn(q, k, v, heads)
+    return with_query_mask(
+        query_mask,
+        lambda: attn(q, _stack_tokens(k_styles, scales, k), _stack_tokens(v_styles, None, v), heads),
+        lambda: attn(q, k, v, heads))
 
-    out = attn(q, _stack_tokens(k_styles, scales, k), _stack_tokens(v_styles, None, v), heads)
-    return _apply_mask(out, query_mask, lambda: attn(q, k, v, heads))
 
-
-def _apply_mask(out: Tensor, query_mask: Tensor | None, plain) -> Tensor:
-    """Rows where query_mask is False take plain(); `out` as is when the mask is None or all True."""
-    if query_mask is not None and not bool(query_mask.all()):
+def with_query_mask(query_mask: Tensor | None, reweighted, plain) -> Tensor:
+    """The region mask's semantics, in one place: rows where query_mask (B,N) is False get
+    plain() (self-attention), the others reweighted(). None or all True calls reweighted()
+    only, all False plain() only, a mixed mask both (reweighted first) and picks per row."""
+    if query_mask is None:
+        return reweighted()
+    if not bool(query_mask.any()):
+        return plain()
+    out = reweighted()
+    if not bool(query_mask.all()):
         out = torch.where(query_mask.unsqueeze(-1), out, plain())
     return out
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import _apply_mask, _check_scale, attention_over_rows, reweighted_attention, sdpa_attention
+from .attention import _check_scale, attention_over_rows, reweighted_attention, sdpa_attention, with_query_mask
 from .errors import ZStarError
 from .rows import RowLayout
 
@@ -137,10 +137,6 @@ def _in_place(q4, k4, v4, heads, layout, n_chunks, style_scales, style_self_scal
     def plain():  # the content row's own keys keep scale 1, so this is right before and after
         return attention(q_content, k4[:, 0].contiguous(), v4[:, 0].contiguous(), heads)
 
-    if mask is not None and not bool(mask.any()):
-        content_out = plain()
-    else:
-        content_out = attention_over_rows(q_content, k4, v4, heads, (1.0, *style_scales), attention)
-        content_out = _apply_mask(content_out, mask, plain)
-    out[:, 0] = content_out
+    out[:, 0] = with_query_mask(
+        mask, lambda: attention_over_rows(q_content, k4, v4, heads, (1.0, *style_scales), attention), plain)
     return out.view(total_rows, n_tok, -1)
