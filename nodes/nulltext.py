@@ -18,7 +18,7 @@ from comfy_api.latest import io
 
 import comfy.patcher_extension
 
-from ..zstar_attention import PAPER_PRESET, ZStarError, ddim_step, vp_scale
+from ..zstar_attention import PAPER_PRESET, SharedRunState, ZStarError, ddim_step, rows_per_chunk, vp_scale
 from . import host, validation
 from .model_info import describe
 from .patch import RUN_KEY
@@ -28,9 +28,10 @@ NULLTEXT_KEY = "zstar_nulltext"
 COND_CACHE_KEY = "zstar_nulltext_cond_cache"
 
 
-@dataclass
-class NullTextState:
-    """Which unconditional embedding the uncond rows get now (per-run, by reference)."""
+@dataclass(eq=False)
+class NullTextState(SharedRunState):
+    """Which unconditional embedding the uncond rows get now (per run; shared by every copy
+    of the model's options, see SharedRunState)."""
 
     embeddings: tuple | None = None  # per step, (n_content, tokens, dim), when replaying
     current: torch.Tensor | None = None  # set while optimising
@@ -53,8 +54,9 @@ def nulltext_wrapper(executor, x, t, c_concat, c_crossattn, control, transformer
     state = transformer_options.get(NULLTEXT_KEY)
     which = transformer_options.get("cond_or_uncond", [])
     if state is not None and 1 in which and c_crossattn is not None:
-        rows = x.shape[0] // len(which)
-        emb = _row_embeddings(state, rows, transformer_options.get(RUN_KEY))
+        run = transformer_options.get(RUN_KEY)
+        rows = rows_per_chunk(x.shape[0], len(which), run.rows_in_call() if run is not None else None)
+        emb = _row_embeddings(state, rows, run)
         tokens = c_crossattn.shape[1]
         if tokens % emb.shape[1]:
             raise ZStarError(f"negative: the null-text embedding has {emb.shape[1]} tokens, the batch {tokens}")
@@ -90,19 +92,36 @@ def cached_cond_wrapper(executor, model, conds, x_in, timestep, model_options):
     return [state.cond_out, uncond_out]
 
 
-def _copy_weights_for_grad(model):
-    """Identity weight/bias wrappers make ComfyUI hand every layer a fresh copy of its
-    parameters in each forward: it loads them as inference tensors, which autograd cannot save."""
-    for name, module in model.model.named_modules():
-        if not hasattr(module, "weight_function"):
-            continue
-        for param in ("weight", "bias"):
-            if getattr(module, param, None) is not None:
-                model.add_weight_wrapper(f"{name}.{param}", _same)
+class GradSafeTensors(torch.overrides.TorchFunctionMode):
+    """While the optimisation records gradients, every inference tensor an op receives enters
+    as a normal copy, so autograd may save it for the backward pass.
+
+    ComfyUI's executor runs nodes under torch.inference_mode, so the U-Net's weights (and the
+    conditionings) are inference tensors, which autograd refuses to save. Whether the host hands
+    a layer its parameter itself, a cached cast, or a fresh cast ("dynamic VRAM", lowvram,
+    manual cast) is the host's business: this mode works at the op boundary, after whatever the
+    host did, so the gradient path does not depend on it. Gradients still flow only into the
+    embedding; nothing is written back, and in-place ops keep their own target.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if torch.is_grad_enabled():
+            name = getattr(func, "__name__", "")
+            if name != "__get__":
+                keep = 1 if (name.endswith("_") and not name.endswith("__")) or name == "__setitem__" else 0
+                args = (*args[:keep], *(_normal(a) for a in args[keep:]))
+                if kwargs:
+                    kwargs = {k: _normal(v) for k, v in kwargs.items()}
+        return func(*args, **(kwargs or {}))
 
 
-def _same(weight):
-    return weight
+def _normal(value):
+    """An inference tensor (also inside a list or tuple) as a normal copy; anything else as is."""
+    if isinstance(value, torch.Tensor):
+        return value.clone() if value.is_inference() else value
+    if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
+        return type(value)(_normal(v) for v in value)
+    return value
 
 
 def plain_uncond(negative) -> torch.Tensor:
@@ -122,7 +141,6 @@ def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER
     clone = model.clone()
     install_nulltext(clone, state)
     clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, COND_CACHE_KEY, cached_cond_wrapper)
-    _copy_weights_for_grad(clone)
     nc, steps = inversion.batch, inversion.steps
     found = []
 
@@ -131,7 +149,7 @@ def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER
         traj = [t.to(like) for t in inversion.trajectory]
         x = traj[0]
         emb = uncond.to(like.device, torch.float32).expand(nc, *uncond.shape[1:]).clone()
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad(), GradSafeTensors():
             x, sigmas = x.clone(), sigmas.clone()  # normal tensors: autograd may save them
             for i in range(steps):
                 sigma, sigma_next = sigmas[i], sigmas[i + 1]

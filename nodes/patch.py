@@ -9,7 +9,8 @@ import torch
 
 from comfy_api.latest import io
 
-from ..zstar_attention import PAPER_PRESET, ZStarError, reweighted_attention, zstar_batch_attention
+from ..zstar_attention import (PAPER_PRESET, ZStarError, reweighted_attention, rows_per_chunk,
+                               zstar_batch_attention)
 from . import host, validation
 from .model_info import describe, resolve_layers
 
@@ -89,9 +90,7 @@ def recorded_style_attention(q, k, v, heads, run, key, extra_options, attention,
     """Fast mode: content rows only; the style keys/values come from the record, per CFG half."""
     labels = extra_options["cond_or_uncond"]
     nc = run.layout.n_content
-    rows = q.shape[0] // len(labels)
-    if rows != nc:
-        raise ZStarError(f"Z* fast mode: expected {nc} content rows per CFG half, got {rows}")
+    rows_per_chunk(q.shape[0], len(labels), nc)
     styles_k, styles_v = [], []
     for record in run.record:
         ks, vs = [], []
@@ -135,16 +134,38 @@ def patch_model(model, style_scale, style_self_scale, layers, start_step, end_st
 
 
 def install_patch(model, config: ZStarConfig):
-    """A clone of model with ZStarAttn1 on config.keys, through set_model_attn1_replace."""
+    """A clone of model with ZStarAttn1 on config.keys, through set_model_attn1_replace.
+
+    One Z* patch at a time: the Z* layers of an earlier patch on this MODEL are removed first,
+    so a second Attention Patch replaces the first completely instead of adding to it.
+    """
     patched = model.clone()
-    existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
-    replaced = [k for k in config.keys if k in existing]
-    if replaced:
-        logging.warning("Z*: replacing another node's attn1 patch on %s", replaced)
+    to = patched.model_options.setdefault("transformer_options", {})
+    existing = to.get("patches_replace", {}).get("attn1", {})
+    earlier = [k for k, p in existing.items() if isinstance(p, ZStarAttn1)]
+    if earlier:
+        kept = {k: p for k, p in existing.items() if not isinstance(p, ZStarAttn1)}
+        to["patches_replace"] = {**to["patches_replace"], "attn1": kept}
+    foreign = [k for k in config.keys if k in existing and k not in earlier]
+    if foreign:
+        logging.warning("Z*: replacing another node's attn1 patch on %s", foreign)
+    to.pop(CONFIG_KEY, None)
     patch = ZStarAttn1(config)
     for block, block_id, index in config.keys:
         patched.set_model_attn1_replace(patch, block, block_id, index)
     return patched
+
+
+def check_patch_installed(model, config: ZStarConfig):
+    """Every layer the config names must still run ZStarAttn1 in this MODEL; a node applied
+    after the patch that replaced some of them would otherwise give a silently plain run."""
+    attn1 = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+    lost = [(n, key) for n, key in zip(config.layers, config.keys) if not isinstance(attn1.get(key), ZStarAttn1)]
+    if lost:
+        names = ", ".join(f"{n} ({block} {block_id}.{index})" for n, (block, block_id, index) in lost)
+        raise ZStarError(f"model: Z* layers {names} no longer carry the Z* attention: a node applied after "
+                         "'Z* Attention Patch' replaced their self-attention. Apply that node before the patch, "
+                         "or leave those layers out of the patch's layers")
 
 
 class ZStarAttentionPatch(io.ComfyNode):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..zstar_attention import PAPER_PRESET, RowLayout, ZStarError, ZStarRun, step_window
+from ..zstar_attention import PAPER_PRESET, RowLayout, ZStarError, ZStarRun, rows_per_chunk, step_window
 from . import host, validation
 from .model_info import describe, resolve_layers
 from .patch import RUN_KEY, ZStarConfig, install_patch
@@ -32,7 +32,7 @@ def record_style(model, style: Inversion, positive, negative, cfg=1.0, layers="a
     kv = {}
 
     def sink(step, key, labels, k, v):
-        rows = k.shape[0] // len(labels)
+        rows = rows_per_chunk(k.shape[0], len(labels), 1)
         for chunk, half in enumerate(labels):
             sl = slice(chunk * rows, chunk * rows + 1)
             kv[(step, key, half)] = (k[sl].detach().clone(), v[sl].detach().clone())

@@ -7,6 +7,7 @@ import logging
 import torch
 from comfy_api.latest import io
 
+import comfy.model_management
 import comfy.patcher_extension
 
 from ..zstar_attention import (PAPER_PRESET, STYLE_MODES, RowLayout, ZStarError, ZStarRun, step_window,
@@ -14,30 +15,35 @@ from ..zstar_attention import (PAPER_PRESET, STYLE_MODES, RowLayout, ZStarError,
 from . import host, validation
 from .model_info import describe
 from .nulltext import NullTextState, install_nulltext
-from .patch import CONFIG_KEY, RUN_KEY
+from .patch import CONFIG_KEY, RUN_KEY, check_patch_installed
 from .types import (Inversion, InversionType, StyleEntry, StyleRecord, StyleRecordType, StylesType,
                     check_same_schedule)
 
 
-def style_rows_mask(run: ZStarRun, batch: int) -> torch.Tensor:
-    """(batch,) bool: which rows of a stacked model call are style rows, chunk by chunk."""
+def style_rows_mask(run: ZStarRun, n_chunks: int) -> torch.Tensor:
+    """(n_chunks * rows,) bool: which rows of a stacked model call are style rows, chunk by chunk."""
     rows = run.layout.rows
     is_style = torch.zeros(rows, dtype=torch.bool)
     is_style[run.layout.n_content:] = True
-    return is_style.repeat(batch // rows)
+    return is_style.repeat(n_chunks)
 
 
 def apply_model_wrapper(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
-    """Per-call adjustments Z* needs on top of ComfyUI's conditioning.
+    """Per-call checks and adjustments Z* needs on top of ComfyUI's conditioning.
 
-    ControlNet guides the content's structure; its residuals are zeroed on the style rows so
-    the style's keys and values stay those of the style image.
+    Every call must hold whole chunks of the run's rows at the content's latent size (see
+    ZStarRun.check_call). ControlNet guides the content's structure; its residuals are zeroed
+    on the style rows so the style's keys and values stay those of the style image.
     """
     run = transformer_options.get(RUN_KEY)
-    if run is not None and run.stacked and control:
-        keep = (~style_rows_mask(run, x.shape[0])).to(x.device)
-        control = {name: [None if r is None else r * keep.view(-1, *([1] * (r.ndim - 1))).to(r.dtype) for r in residuals]
-                   for name, residuals in control.items()}
+    if run is not None:
+        n_chunks = len(transformer_options.get("cond_or_uncond") or [0])
+        run.check_call(tuple(x.shape), n_chunks)
+        if run.stacked and control:
+            keep = (~style_rows_mask(run, n_chunks)).to(x.device)
+            control = {name: [None if r is None else r * keep.view(-1, *([1] * (r.ndim - 1))).to(r.dtype)
+                              for r in residuals]
+                       for name, residuals in control.items()}
     return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
 
@@ -45,6 +51,7 @@ def zstar_config(model):
     config = model.model_options.get("transformer_options", {}).get(CONFIG_KEY)
     if config is None:
         raise ZStarError("model: this MODEL carries no Z* patch; connect it through 'Z* Attention Patch' first")
+    check_patch_installed(model, config)
     return config
 
 
@@ -107,8 +114,8 @@ def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
     style: an Inversion (paper path: style rows replayed beside the content), a StyleRecord
     (fast mode: content rows only), or a tuple of StyleEntry mixing several of one kind.
     """
-    config = zstar_config(model)
     info = describe(model)
+    config = zstar_config(model)
     entries = style_entries(style)
     fast = check_inputs(info, config, content, entries)
     if content.nulltext_cfg is not None and cfg != content.nulltext_cfg:
@@ -126,12 +133,16 @@ def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
     scales = tuple(config.style_scale if e.strength is None else float(e.strength) for e in entries)
     run = ZStarRun(layout, scales, 0.0 if fast else config.style_self_scale)
     run.record = tuple(e.source for e in entries) if fast else None
+    run.latent_shape = tuple(content.latent_shape)
     if probe is not None:
         run.extra["probe"] = probe
 
     patched = model.clone()
     patched.model_options["transformer_options"][RUN_KEY] = run
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "zstar", apply_model_wrapper)
+    if fast:
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, "zstar",
+                                     RecordsOnDevice(run))
     nulltext = None
     if content.uncond_embeddings is not None:
         nulltext = NullTextState()
@@ -165,6 +176,29 @@ def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
 
 def replace_kv(record: StyleRecord, device) -> StyleRecord:
     return dataclasses.replace(record, kv={k: (a.to(device), b.to(device)) for k, (a, b) in record.kv.items()})
+
+
+class RecordsOnDevice:
+    """PREPARE_SAMPLING wrapper for fast mode: the style records are memory the host must see.
+
+    A record is large (about 1.1 GiB per 512 px style in float32). Before ComfyUI loads the
+    model for sampling, this asks the host to free room for the records on the load device
+    (model_management.free_memory, which unloads other models if needed) and moves them there,
+    so the model's own load then plans around memory that is really taken. On a CPU load
+    device the records already live where they are read, and nothing changes.
+    """
+
+    def __init__(self, run: ZStarRun):
+        self.run = run
+
+    def __call__(self, executor, model, *args, **kwargs):
+        device = model.load_device
+        records = self.run.record
+        moving = sum(r.nbytes for r in records if any(t.device != device for kv in r.kv.values() for t in kv))
+        if moving and not comfy.model_management.is_device_cpu(device):
+            comfy.model_management.free_memory(moving, device)
+        self.run.record = tuple(replace_kv(r, device) for r in records)
+        return executor(model, *args, **kwargs)
 
 
 class ZStarSampler(io.ComfyNode):

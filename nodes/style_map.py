@@ -17,7 +17,7 @@ from comfy_api.latest import io
 
 import comfy.patcher_extension
 
-from ..zstar_attention import PAPER_PRESET, ZStarError, parse_layers
+from ..zstar_attention import PAPER_PRESET, SharedRunState, ZStarError, parse_layers
 from ..zstar_attention.style_share import style_share
 from . import validation
 from .model_info import describe
@@ -51,8 +51,10 @@ def token_grid(n_tokens: int, latent_hw: tuple) -> tuple:
     return h, w
 
 
-class ShareAccumulator:
-    """Sums the conditional half's share maps (on the latent grid) over the chosen layers and steps."""
+class ShareAccumulator(SharedRunState):
+    """Sums the conditional half's share maps (on the latent grid) over the chosen layers and steps.
+
+    Per-run state reached through the model's wrappers: shared by every copy (SharedRunState)."""
 
     def __init__(self, keys: set, steps: range, latent_hw: tuple, n_content: int):
         self.keys, self.steps, self.latent_hw, self.n_content = keys, steps, latent_hw, n_content
@@ -107,8 +109,9 @@ def check_map_inputs(node_cls, cfg=None, content_anchor=None, style_mode=None, l
 def style_map(model, content, style, positive, negative, cfg=1.0, anchor=PAPER_PRESET.anchor,
               style_mode="replay", layers="all", start_step=0, end_step=1000, mask=None, progress=True):
     """Run the Z* sampler with a share probe; returns (heatmap IMAGE, stylized samples, share MASK)."""
+    info = describe(model)
     config = zstar_config(model)
-    keys = chosen_keys(describe(model), config, layers)
+    keys = chosen_keys(info, config, layers)
     first, last = max(start_step, config.start_step), min(end_step, config.end_step, content.steps)
     if first >= last:
         raise ZStarError(f"start_step/end_step: the window {start_step}-{end_step} holds no step the patch reweights "
@@ -129,9 +132,10 @@ def style_map(model, content, style, positive, negative, cfg=1.0, anchor=PAPER_P
 class ZStarStyleMap(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        sampler_inputs = ZStarSampler.define_schema().inputs  # the sampler's, so the map is a drop-in for it
-        if sampler_inputs[-1].id != "mask":
-            raise RuntimeError("Z* Style Map: the Z* Sampler's last input is no longer the mask")
+        # the sampler's inputs, so the map is a drop-in for it; its optional inputs (the mask) go last
+        sampler_inputs = ZStarSampler.define_schema().inputs
+        required = [i for i in sampler_inputs if not i.optional]
+        optional = [i for i in sampler_inputs if i.optional]
         return io.Schema(
             node_id="ZStarStyleMap",
             display_name="Z* Style Map",
@@ -142,14 +146,14 @@ class ZStarStyleMap(io.ComfyNode):
                         "conditional CFG half). Raise λ and the bright regions grow; outside a region mask "
                         "the share is exactly 0.",
             inputs=[
-                *sampler_inputs[:-1],
+                *required,
                 io.String.Input("layers", default="all",
                                 tooltip="Which reweighted layers to average, numbered as in the patch ('all' = every patched layer, or e.g. '13-15' for the finest ones)."),
                 io.Int.Input("start_step", default=0, min=0, max=1000,
                              tooltip="First step (0-based) to average; steps before the patch's start_step have no style and are skipped."),
                 io.Int.Input("end_step", default=1000, min=1, max=1000,
                              tooltip="Step where averaging stops (exclusive); 1000 = to the end."),
-                sampler_inputs[-1],
+                *optional,
             ],
             outputs=[
                 io.Image.Output(display_name="style_map", tooltip="Heatmap at image size: dark = the content kept its own attention, bright = attention went to the style."),

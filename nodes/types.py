@@ -41,6 +41,15 @@ class Inversion:
     def latent_shape(self) -> tuple:
         return tuple(self.trajectory[0].shape[1:])
 
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.trajectory, self.sigmas, *(self.uncond_embeddings or ())]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def get_ram_usage(self) -> int:
+        """Bytes held, for ComfyUI's RAM-pressure cache (--cache-ram), which asks cached outputs."""
+        return self.nbytes
+
     def describe(self) -> str:
         c, h, w = self.latent_shape
         return f"{self.batch} image(s), latent {c}×{h}×{w}, {self.steps} steps, {self.arch}"
@@ -90,6 +99,10 @@ class StyleRecord:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for kv in self.kv.values() for t in kv)
+
+    def get_ram_usage(self) -> int:
+        """Bytes held, for ComfyUI's RAM-pressure cache (--cache-ram), which asks cached outputs."""
+        return self.nbytes
 
     def describe(self) -> str:
         return (f"style record: {len(self.keys)} layers × steps {self.start_step}-{self.end_step - 1} × "

@@ -14,7 +14,7 @@ Before anything is queued every server is checked: reachable, has the Z* nodes (
 node the workflow uses), has the checkpoint (and any other model the workflow names).
 
 It uploads the images (POST /upload/image, into input/zstar_batch/), fills the API workflow
-(default: workflows/api/zstar_basic.json next to this script), queues it (POST /prompt), shows
+(default: example_workflows/api/zstar_basic.json of this pack), queues it (POST /prompt), shows
 progress from the websocket, downloads what Save Image wrote (GET /view) into --out as
 <content>__<style>.png and prints a summary of which output came from which server.
 
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_WORKFLOW = REPO / "workflows" / "api" / "zstar_basic.json"
+DEFAULT_WORKFLOW = REPO / "example_workflows" / "api" / "zstar_basic.json"
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 UPLOAD_SUBFOLDER = "zstar_batch"
@@ -493,14 +493,28 @@ class LocalComfyUI:
 # --------------------------------------------------------------------------- workflows
 
 
+def moved_example(path: Path) -> Path:
+    """The pack's example workflows moved from workflows/ to example_workflows/ (the folder name
+    ComfyUI expects); a path into the old folder that no longer exists is read from the new one."""
+    path = Path(path)
+    parts = path.parts
+    if not path.exists() and "workflows" in parts:
+        i = len(parts) - 1 - parts[::-1].index("workflows")
+        candidate = REPO / "example_workflows" / Path(*parts[i + 1:]) if i + 1 < len(parts) else None
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return path
+
+
 def load_workflow(path: Path) -> dict:
     """An API-format workflow ({node id: {class_type, inputs}}), as ComfyUI's 'Export (API)' writes."""
+    path = moved_example(path)
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise ZStarBatchError(f"cannot read workflow {path}: {e}") from None
     if "nodes" in data and "links" in data:
-        raise ZStarBatchError(f"{path} is a UI workflow; use its API twin (workflows/api/) or "
+        raise ZStarBatchError(f"{path} is a UI workflow; use its API twin (example_workflows/api/) or "
                               "ComfyUI's Workflow → Export (API)")
     if not data or not all(isinstance(v, dict) and "class_type" in v for v in data.values()):
         raise ZStarBatchError(f"{path} is not an API-format workflow")

@@ -21,7 +21,7 @@ from .layers import (
 )
 from .presets import PAPER_PRESET, ZStarPreset
 
-from .rows import RowLayout, ZStarRun
+from .rows import RowLayout, SharedRunState, ZStarRun, rows_per_chunk
 from .batch_attention import zstar_batch_attention
 from .sampling import STYLE_MODES, zstar_denoise
 
@@ -33,5 +33,5 @@ __all__ = [
     "SD15_ATTN1_KEYS", "SD2_ATTN1_KEYS", "SDXL_ATTN1_KEYS", "SD15_PAPER_LAYERS", "SDXL_PAPER_LAYERS",
     "Architecture", "ARCHITECTURES", "parse_layers", "select_attn1_keys", "step_window",
     "ZStarPreset", "PAPER_PRESET",
-    "RowLayout", "ZStarRun", "zstar_batch_attention", "STYLE_MODES", "zstar_denoise",
+    "RowLayout", "SharedRunState", "ZStarRun", "rows_per_chunk", "zstar_batch_attention", "STYLE_MODES", "zstar_denoise",
 ]

@@ -10,7 +10,7 @@ import torch
 
 from .attention import _check_scale, attention_over_rows, reweighted_attention, sdpa_attention, with_query_mask
 from .errors import ZStarError
-from .rows import RowLayout
+from .rows import RowLayout, rows_per_chunk
 
 
 def _rows(t: torch.Tensor, n_chunks: int, rows: int) -> torch.Tensor:
@@ -38,11 +38,7 @@ def zstar_batch_attention(q, k, v, heads, layout: RowLayout, n_chunks: int, styl
         raise ZStarError(f"Z* batch: n_chunks must be a positive integer (CFG chunks in the call), got {n_chunks!r}")
     style_self_scale = _check_scale(style_self_scale, "style_self_scale")
     total, n_tok, width = q.shape
-    if total != n_chunks * layout.rows:
-        raise ZStarError(
-            f"Z* batch: got {total} rows for {n_chunks} CFG chunk(s) of {layout.rows} rows "
-            f"({layout.n_content} content + {layout.n_style_rows} style); the batch was split "
-            "in a way Z* does not support (area conditioning?)")
+    rows_per_chunk(total, n_chunks, layout.rows)
     nc, ns, groups = layout.n_content, layout.n_styles, layout.groups
     if style_self_scale > 0 and groups != nc:
         raise ZStarError("Z* batch: λ_style > 0 needs one set of style rows per content row (groups == n_content)")

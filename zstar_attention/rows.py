@@ -47,12 +47,31 @@ class RowLayout:
         return self.n_content + group * self.n_styles + style
 
 
-@dataclass
-class ZStarRun:
+class SharedRunState:
+    """Per-run state that every copy of the host's options must share, not duplicate.
+
+    The sampler mutates its run object (step, window) while ComfyUI reads the copy that sits in
+    the model's options. ModelPatcher.clone() deep-copies model_options, so a clone made after
+    the state was put there (another pack's wrapper, a host that clones per sampling) would hold
+    a frozen twin and the run would silently go plain. Copying this object, deep or shallow,
+    therefore returns the object itself: every clone, however made, points at the one state.
+    """
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        memo[id(self)] = self
+        return self
+
+
+@dataclass(eq=False)
+class ZStarRun(SharedRunState):
     """Per-run state the attention patch reads. Created fresh by the sampler for every run.
 
-    It lives in the run's transformer_options by reference (ComfyUI copies dicts, not the
-    objects in them), so one run can never leak into another.
+    It lives in the run's transformer_options by reference and survives any copying of them
+    (SharedRunState), so the sampler and the patched layers always see the same run; a new
+    run creates a new object, so one run can never leak into another.
     """
 
     layout: RowLayout
@@ -63,4 +82,38 @@ class ZStarRun:
     stacked: bool = False  # this step's batch carries the style rows after the content rows
     query_mask: object = None  # optional (n_content, H, W) bool mask in latent space
     record: object = None  # optional fast-mode StyleRecord to read from or write to
+    latent_shape: tuple | None = None  # (C, H, W) every model call of the run must have
     extra: dict = field(default_factory=dict)
+
+    def rows_in_call(self) -> int:
+        """Rows per CFG chunk of this step's model calls: content and style rows, or content only."""
+        return self.layout.rows if self.stacked else self.layout.n_content
+
+    def check_call(self, x_shape, n_chunks: int):
+        """A model call must hold whole chunks of this step's rows at the run's latent size.
+
+        Area conditioning crops the latent before the model sees it (the region mask and the
+        style rows would no longer line up with the content), multi-part conditioning can change
+        the rows per call: both stop here with the pack's error instead of a silently wrong image.
+        """
+        rows_per_chunk(x_shape[0], n_chunks, self.rows_in_call())
+        if self.latent_shape is not None and tuple(x_shape[1:]) != tuple(self.latent_shape):
+            raise ZStarError(f"conditioning: the model was called on a latent of {tuple(x_shape[1:])} instead of the "
+                             f"content's {tuple(self.latent_shape)}; area conditioning (Conditioning Set Area …) "
+                             "is not supported by Z*, use plain conditionings")
+
+
+def rows_per_chunk(total: int, n_chunks: int, expected: int | None = None) -> int:
+    """Rows in each CFG chunk of a model call of `total` rows, checked.
+
+    ComfyUI runs the sampling batch once per CFG chunk it puts in the call (cond_or_uncond
+    names them). Area or multi-part conditioning can hand a call another number of rows than
+    Z*'s layout (content rows, then style rows) per chunk; every place that splits a call by
+    rows asks here, so all of them stop with the same clear error instead of a torch one.
+    """
+    if n_chunks < 1 or total % n_chunks or (expected is not None and total != n_chunks * expected):
+        wanted = f"{n_chunks} × {expected}" if expected is not None else f"a multiple of {n_chunks}"
+        raise ZStarError(f"Z* batch: got {total} rows for {n_chunks} CFG chunk(s), expected {wanted}; "
+                         "the batch was split in a way Z* does not support (area or multi-part conditioning?). "
+                         "Give the Z* nodes plain conditionings (one CLIP Text Encode each)")
+    return total // n_chunks

@@ -23,7 +23,7 @@ import comfy.model_sampling
 import comfy.supported_models
 
 import models
-from zstar_fixtures import _inference_mode  # noqa: F401 (pytest fixture)
+from zstar_fixtures import _inference_mode, unpatched_twin  # noqa: F401 (pytest fixture)
 from test_nodes_zstar import capture_attn1, plain_reconstruction, rel
 
 harness.load_pack()
@@ -118,8 +118,7 @@ def arch(request):
         content = invert_latent(model, models.latent(2)["samples"], STEPS, cond, progress=False)[0]
         style = invert_latent(model, models.latent(3)["samples"], STEPS, cond, progress=False)[0]
         patched = patch_model(model, 1.2, 1.5, "auto", START, STEPS)
-        unpatched = model.clone()  # same run and batch, the host's attention everywhere
-        unpatched.model_options["transformer_options"]["zstar"] = patched.model_options["transformer_options"]["zstar"]
+        unpatched = unpatched_twin(model, patched)  # same run and batch, the host's attention everywhere
         got, ref, probed = {}, {}, set()
         styled, _ = zstar_sample(capture_attn1(patched, got), content, style, cond, cond, progress=False,
                                  probe=lambda step, key, *_: probed.add((step, key)))

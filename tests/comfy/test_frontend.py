@@ -1,11 +1,14 @@
-"""The basic workflow in ComfyUI's own frontend, in headless Chromium, against the test server.
+"""Every example workflow in ComfyUI's own frontend, in headless Chromium, against the test server.
 
 Drives Chromium through the DevTools protocol with the headless runner's small websocket client
-(no Playwright/Selenium, no browser download: Debian's `chromium` package). The test opens the
-page, loads zstar_basic from the Templates menu as a user would, then checks: no missing node
-types, no node errors, no dialogs, no new page errors; the frontend's own graphToPrompt gives
-exactly the API twin; widget values round-trip. It saves a screenshot to tests/artifacts/, then
-queues the graph from the frontend (3 steps, 64×64) and checks the server validates and runs it.
+(no Playwright/Selenium, no browser download: Debian's `chromium` package). The page is opened
+once with a returning user's settings (tutorial done, so newer frontends do not greet the
+session with their templates browser). For each workflow the test opens the Templates menu,
+picks the pack's category and the workflow's card, as a user does, then checks: no missing
+node types, no node errors, no dialog or error toast, no new page errors; the frontend's own
+graphToPrompt gives exactly the API twin; widget values round-trip. It saves a screenshot to
+tests/artifacts/, then makes the graph small (3 steps, 64×64, the test images) in the page,
+queues it from the frontend and checks the server validates and runs it.
 
 Chromium: `apt-get install chromium` (.ci/run does it), or CHROMIUM=/path/to/chrome. Without a
 browser the test skips, unless ZSTAR_REQUIRE_CHROMIUM=1 (set by .ci/run) makes that a failure.
@@ -30,10 +33,11 @@ from harness import COMFYUI_PATH, REPO, SKIP_REASON
 if not COMFYUI_PATH:
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
-from zstar_server import PACK_NAME, SIZE, STEPS, runner  # noqa: E402
+from zstar_server import PACK_NAME, image_roles, runner, small_prompt  # noqa: E402
 
 ARTIFACTS = REPO / "tests" / "artifacts"
-WORKFLOW = "zstar_basic"
+WORKFLOWS = REPO / "example_workflows"
+UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                   "--disable-default-apps", "--disable-extensions", "--mute-audio", "--window-size=1920,1080"]
@@ -157,9 +161,10 @@ def browser():
 
 
 # Page-side helpers, evaluated in the frontend.
-CLICK_TEXT = """((selector, text) => {
-  const el = [...document.querySelectorAll(selector)].find(e => e.innerText.trim() === text);
-  if (!el) return false; el.click(); return true; })(%s, %s)"""
+CLICK_TEXT = """((text) => {
+  const all = [...document.querySelectorAll('.p-dialog *')].filter(e => e.innerText?.trim() === text);
+  const el = all.filter(e => !all.some(o => o !== e && e.contains(o)))[0];  // the innermost match
+  if (!el) return false; el.click(); return true; })(%s)"""
 STATE = """(() => ({
   nodes: app.graph.nodes.map(n => ({id: n.id, type: n.type, registered: !!LiteGraph.registered_node_types[n.type],
                                     errors: !!n.has_errors})),
@@ -167,79 +172,81 @@ STATE = """(() => ({
   toasts: [...document.querySelectorAll('.p-toast-message')].map(d => d.innerText.slice(0, 300)),
   workflow: app.extensionManager?.workflow?.activeWorkflow?.filename ?? null,
 }))()"""
+SET_WIDGETS = """((prompt) => { let n_set = 0;
+  for (const n of app.graph.nodes) { const inputs = prompt[String(n.id)]?.inputs; if (!inputs) continue;
+    for (const w of n.widgets ?? []) if (w.name in inputs && !Array.isArray(inputs[w.name])) { w.value = inputs[w.name]; n_set++; } }
+  return n_set; })(%s)"""
 
 
-def load_from_templates_menu(b: Browser, name: str) -> str:
-    """Templates sidebar → the pack's category → the card, as a user does. Returns how it loaded."""
-    if not b.js(CLICK_TEXT % (json.dumps("button, .side-bar-button"), json.dumps("Templates"))):
-        raise AssertionError("no Templates button in the sidebar")
-    b.wait_for(CLICK_TEXT % (json.dumps("li.p-listbox-option, [role=option]"), json.dumps(PACK_NAME)),
-               timeout=30, what=f"a '{PACK_NAME}' category in the templates dialog")
+def open_templates_menu(b: Browser):
+    """The Templates browser, opened as the sidebar's Templates button and the menu do."""
+    b.js("app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    b.wait_for("document.querySelectorAll('.p-dialog').length > 0", timeout=30, what="the templates dialog")
+
+
+def load_from_templates_menu(b: Browser, name: str):
+    """Templates → the pack's category → the workflow's card, as a user does."""
+    open_templates_menu(b)
+    b.wait_for(CLICK_TEXT % json.dumps(PACK_NAME), timeout=30, what=f"a '{PACK_NAME}' category in the templates dialog")
     card = json.dumps(f"[data-testid='template-workflow-{name}']")
     b.wait_for(f"!!document.querySelector({card})", timeout=30, what=f"the {name} card")
     b.js(f"document.querySelector({card}).click()")
-    b.wait_for("app.graph.nodes.some(n => n.type === 'ZStarSampler')", timeout=60, what="the workflow on the canvas")
-    return "loaded from the Templates menu"
+    b.wait_for("app.graph.nodes.some(n => n.type.startsWith('ZStar')) && !document.querySelector('.p-dialog')",
+               timeout=60, what=f"{name} on the canvas, the dialog closed")
 
 
-def test_basic_workflow_loads_in_the_frontend_without_errors(browser, comfy_server, test_images):
+@pytest.fixture(scope="module")
+def page(browser, comfy_server):
+    """The frontend, started on a returning user's profile (see zstar_server.frontend_settings)."""
     b = browser
-    ui = json.loads((REPO / "workflows" / f"{WORKFLOW}.json").read_text())
-    api = json.loads((REPO / "workflows" / "api" / f"{WORKFLOW}.json").read_text())
-
     b.call("Page.navigate", url=comfy_server.url + "/")
     b.wait_for("!!(window.app && window.app.graph && window.LiteGraph && app.canvas)", timeout=120,
                what="the ComfyUI frontend to start")
     b.wait_for("Object.keys(LiteGraph.registered_node_types).includes('ZStarSampler')", timeout=60,
                what="the Z* nodes registered in the frontend")
     time.sleep(1.0)
-    baseline = len(b.errors())  # the frontend's own start-up noise on a fresh profile is not ours
-
-    try:
-        how = load_from_templates_menu(b, WORKFLOW)
-    except (AssertionError, TimeoutError) as e:
-        # Another frontend version may lay the dialog out differently; the listing itself is
-        # checked over HTTP in test_workflows.py. Load the template the way that dialog does.
-        b.call("Input.dispatchKeyEvent", type="keyDown", key="Escape", code="Escape", windowsVirtualKeyCode=27)
-        b.call("Input.dispatchKeyEvent", type="keyUp", key="Escape", code="Escape", windowsVirtualKeyCode=27)
-        url = json.dumps(f"/api/workflow_templates/{PACK_NAME}/{WORKFLOW}.json")
-        b.js(f"fetch({url}).then(r => r.json()).then(j => app.loadGraphData(j, true, true, {json.dumps(WORKFLOW)}))")
-        b.wait_for("app.graph.nodes.some(n => n.type === 'ZStarSampler')", timeout=60, what="the workflow on the canvas")
-        how = f"loaded with app.loadGraphData (templates dialog not usable here: {e})"
-    time.sleep(1.5)
     state = b.js(STATE)
-    ours = {n["id"] for n in ui["nodes"]}
-    assert {n["id"] for n in state["nodes"]} == ours, f"canvas holds {state['nodes']}"
+    assert not state["dialogs"], f"the frontend greeted a returning user with a dialog: {state['dialogs']}"
+    return b
+
+
+def strip(prompt: dict) -> dict:
+    return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
+
+
+@pytest.mark.parametrize("ui_path", UI_FILES, ids=lambda p: p.stem)
+def test_workflow_opens_from_the_templates_menu_and_queues(page, comfy_server, test_images, ui_path):
+    b, name = page, ui_path.stem
+    ui = json.loads(ui_path.read_text())
+    api = json.loads((WORKFLOWS / "api" / ui_path.name).read_text())
+    baseline = len(b.errors())
+
+    load_from_templates_menu(b, name)
+    time.sleep(1.0)
+    state = b.js(STATE)
+    assert {n["id"] for n in state["nodes"]} == {n["id"] for n in ui["nodes"]}, f"canvas holds {state['nodes']}"
     missing = [n for n in state["nodes"] if not n["registered"]]
     assert not missing, f"missing node types in the frontend: {missing}"
     flagged = [n for n in state["nodes"] if n["errors"]]
     assert not flagged, f"nodes flagged with errors: {flagged}"
     assert not state["dialogs"], f"dialogs after loading: {state['dialogs']}"
-    assert not [t for t in state["toasts"] if "error" in t.lower() or "missing" in t.lower()], state["toasts"]
+    assert not state["toasts"], f"toasts after loading: {state['toasts']}"
     new_errors = b.errors()[baseline:]
-    assert not new_errors, f"page errors while loading {WORKFLOW}: {new_errors}"
+    assert not new_errors, f"page errors while loading {name}: {new_errors}"
 
     # The frontend's own conversion is exactly the committed API twin; widget values round-trip.
-    prompt = b.js("app.graphToPrompt().then(p => p.output)")
-    strip = lambda p: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in p.items()}  # noqa: E731
-    assert strip(prompt) == strip(api), "frontend graphToPrompt differs from workflows/api/zstar_basic.json"
+    assert strip(b.js("app.graphToPrompt().then(p => p.output)")) == strip(api), \
+        f"frontend graphToPrompt differs from example_workflows/api/{ui_path.name}"
     saved = {n["id"]: n["widgets_values"] for n in b.js("app.graph.serialize().nodes")}
     assert saved == {n["id"]: n["widgets_values"] for n in ui["nodes"]}
-
     b.js("app.extensionManager.command.execute('Comfy.Canvas.FitView')")
-    time.sleep(1.0)
-    shot = b.screenshot(ARTIFACTS / f"frontend_{WORKFLOW}.png")
-    print(f"\n{WORKFLOW} {how}; frontend screenshot: {shot}")
+    time.sleep(0.5)
+    shot = b.screenshot(ARTIFACTS / f"frontend_{name}.png")
 
-    # Queue it from the frontend, made small, and let the server validate and run it.
-    small = {"ZStarDDIMInversion": {"steps": STEPS}, "ZStarAttentionPatch": {"start_step": 1, "end_step": STEPS},
-             "ImageScale": {"width": SIZE, "height": SIZE}}
-    images = {"Content image": test_images["content"][0], "Style image": test_images["style"]}
-    b.js(f"""(() => {{ const small = {json.dumps(small)}, images = {json.dumps(images)};
-        for (const n of app.graph.nodes) for (const w of n.widgets ?? []) {{
-          if (small[n.type] && w.name in small[n.type]) w.value = small[n.type][w.name];
-          if (n.type === 'LoadImage' && w.name === 'image' && images[n.title]) w.value = images[n.title];
-        }} }})()""")
+    # Made small in the page (3 steps, 64×64, the uploaded test images), queued from the frontend.
+    small = small_prompt(api, test_images["content"], test_images["styles"], prefix=f"tests/frontend_{name}")
+    assert b.js(SET_WIDGETS % json.dumps(small)) > 0
+    assert strip(b.js("app.graphToPrompt().then(p => p.output)")) == strip(small)
     before = set(comfy_server.client.get_json("/history"))
     b.js("app.queuePrompt(0, 1)", timeout=120)  # its return value is false even on success ({} errors)
     node_errors = b.js("app.lastNodeErrors")
@@ -249,9 +256,13 @@ def test_basic_workflow_loads_in_the_frontend_without_errors(browser, comfy_serv
         new = [k for k in comfy_server.client.get_json("/history") if k not in before]
         if new:
             break
-        time.sleep(1.0)
+        time.sleep(0.5)
     else:
         raise AssertionError(f"the frontend's prompt never finished; server log:\n{comfy_server.log_tail()}")
     entry = runner.check_history("test server", comfy_server.client.history(new[0]))
-    assert len(runner.output_images(entry)) == 1
-    assert not b.js(STATE)["dialogs"]
+    assert len(runner.output_images(entry)) == len(image_roles(small)[0])
+    time.sleep(0.5)
+    after = b.js(STATE)
+    assert not after["dialogs"] and not [t for t in after["toasts"] if "error" in t.lower()], after
+    assert not b.errors()[baseline:], f"page errors while running {name}: {b.errors()[baseline:]}"
+    print(f"\n{name}: opened from the Templates menu and ran from the frontend; screenshot {shot}")

@@ -12,7 +12,7 @@ import torch
 
 import models
 from models import rel
-from zstar_fixtures import _inference_mode, empty, model  # noqa: F401 (pytest fixtures)
+from zstar_fixtures import _inference_mode, empty, model, unpatched_twin  # noqa: F401 (pytest fixtures)
 
 harness.load_pack()
 from comfyui_zstar.nodes.inversion import invert_latent, invert_latents  # noqa: E402
@@ -126,9 +126,7 @@ def test_masked_out_pixels_keep_their_self_attention(model, empty, inv):
     """Outside the mask the content rows' attention is exactly plain self-attention: with the
     whole image masked out the run equals λ = 0-free plain attention, i.e. the unpatched run."""
     patched = patch_model(model, 1.2, 0.0, "auto", 3, STEPS)
-    config = patched.model_options["transformer_options"]["zstar"]
-    unpatched = model.clone()
-    unpatched.model_options["transformer_options"]["zstar"] = config
+    unpatched = unpatched_twin(model, patched)
     plain, _ = zstar_sample(unpatched, inv[2], inv[3], empty, empty, progress=False)
     mask = torch.zeros(1, 128, 128)
     mask[:, :1, :1] = 1.0  # one pixel: vanishes at every layer's resolution (area average < 0.5)

@@ -16,7 +16,7 @@ import comfy.samplers
 
 import models
 from models import rel
-from zstar_fixtures import _inference_mode, empty, model  # noqa: F401 (pytest fixtures)
+from zstar_fixtures import _inference_mode, empty, model, unpatched_twin  # noqa: F401 (pytest fixtures)
 
 pack = harness.load_pack()
 from comfyui_zstar.nodes import host  # noqa: E402
@@ -107,9 +107,7 @@ def capture_attn1(model, store):
 
 def test_outside_chosen_layers_and_steps_is_bit_identical(model, empty, inversions):
     patched = patch_model(model, 1.2, 1.5, "10-15", 5, STEPS)
-    config = patched.model_options["transformer_options"]["zstar"]
-    unpatched = model.clone()  # same run, same batch, but the host's attention everywhere
-    unpatched.model_options["transformer_options"]["zstar"] = config
+    unpatched = unpatched_twin(model, patched)  # same run, same batch, but the host's attention everywhere
     got, ref = {}, {}
     zstar_sample(capture_attn1(patched, got), inversions["content"], inversions["style"], empty, empty, progress=False)
     zstar_sample(capture_attn1(unpatched, ref), inversions["content"], inversions["style"], empty, empty, progress=False)
@@ -306,12 +304,12 @@ def test_controlnet_residuals_do_not_reach_style_rows():
     def executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         seen["control"] = control
         return x
-    apply_model_wrapper(executor, x, torch.ones(6), None, None, control, {RUN_KEY: run})
+    apply_model_wrapper(executor, x, torch.ones(6), None, None, control, {RUN_KEY: run, "cond_or_uncond": [0, 1]})
     kept = seen["control"]["output"][0].flatten(1).amax(1)
     assert kept.tolist() == [1, 1, 0, 1, 1, 0]
     assert seen["control"]["output"][1] is None
     assert seen["control"]["middle"][0].flatten(1).amax(1).tolist() == [1, 1, 0, 1, 1, 0]
     assert torch.equal(control["output"][0], torch.ones(6, 3, 8, 8))  # the caller's tensors are untouched
     run.stacked = False  # content-only steps: control passes through as is
-    apply_model_wrapper(executor, x[:2], torch.ones(2), None, None, control, {RUN_KEY: run})
+    apply_model_wrapper(executor, x[:2], torch.ones(2), None, None, control, {RUN_KEY: run, "cond_or_uncond": [0]})
     assert seen["control"] is control

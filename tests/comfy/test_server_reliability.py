@@ -31,7 +31,7 @@ from PIL import Image  # noqa: E402
 
 from zstar_server import ZStarServer, make_test_image, runner, small_prompt  # noqa: E402
 
-BASIC = json.loads((REPO / "workflows" / "api" / "zstar_basic.json").read_text())
+BASIC = json.loads((REPO / "example_workflows" / "api" / "zstar_basic.json").read_text())
 INTERRUPT_STEPS = 4  # the interrupt lands after step 1 of 4: seconds per step on a CPU, so always mid-node
 RUN_STEPS = 2        # the long run: one plain step and one Z* step per run
 RUNS = 20

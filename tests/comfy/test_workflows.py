@@ -24,7 +24,7 @@ if not COMFYUI_PATH:
 import zstar_server  # noqa: E402
 from zstar_server import SIZE, runner, small_prompt  # noqa: E402
 
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "example_workflows"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 FRONTEND_ONLY = runner.FRONTEND_ONLY
@@ -163,13 +163,23 @@ def test_random_checkpoints_are_detected_as_sd15():
 
 
 def test_templates_menu_lists_the_workflows(comfy_server):
-    """ComfyUI lists <pack>/workflows/*.json (not api/) and serves <name>.jpg as the card image."""
+    """ComfyUI lists <pack>/example_workflows/*.json (not api/) and serves <name>.jpg as the card image."""
     listed = comfy_server.client.get_json("/workflow_templates")
     assert sorted(listed.get(zstar_server.PACK_NAME, [])) == sorted(p.stem for p in UI_FILES)
     for ui_path in UI_FILES:
         base = f"/api/workflow_templates/{zstar_server.PACK_NAME}/{ui_path.stem}"
         assert json.loads(comfy_server.client._request("GET", base + ".json")) == load(ui_path)
         assert comfy_server.client._request("GET", base + ".jpg")[:3] == b"\xff\xd8\xff"
+
+
+def test_no_workflow_uses_a_node_the_host_deprecates(comfy_server):
+    """Where the host marks a node deprecated (e.g. ImageBatch, LatentBatch on 0.8.0), the examples
+    do without it, so they open without deprecation badges on every host they load on."""
+    info = comfy_server.object_info
+    for ui_path in UI_FILES:
+        used = {n["type"] for n in load(ui_path)["nodes"] if n["type"] in info}
+        deprecated = sorted(t for t in used if info[t].get("deprecated"))
+        assert not deprecated, f"{ui_path.name} uses node(s) this ComfyUI marks deprecated: {deprecated}"
 
 
 @pytest.mark.parametrize("ui_path", UI_FILES, ids=lambda p: p.stem)
@@ -224,7 +234,7 @@ def test_ui_workflow_nodes_and_links_match_object_info(comfy_server, ui_path):
                 assert isinstance(value, str)
 
     assert ui_to_api(ui, info) == strip_meta(load(api_twin(ui_path))), \
-        f"{ui_path.name} and its API twin differ (run python workflows/build.py)"
+        f"{ui_path.name} and its API twin differ (run python example_workflows/build.py)"
 
 
 @pytest.mark.parametrize("api_path", API_FILES, ids=lambda p: p.stem)

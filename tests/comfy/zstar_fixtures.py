@@ -13,7 +13,28 @@ import harness
 import models
 
 harness.load_pack()
+from comfyui_zstar.nodes import host  # noqa: E402
 from comfyui_zstar.nodes.inversion import invert_latent  # noqa: E402
+from comfyui_zstar.nodes.patch import CONFIG_KEY, ZStarAttn1  # noqa: E402
+
+
+class HostAttention(ZStarAttn1):
+    """A Z* layer that always runs the host's plain attention (the reference for 'untouched')."""
+
+    def __call__(self, q, k, v, extra_options):
+        return host.host_attention(extra_options)(q, k, v, extra_options["n_heads"])
+
+
+def unpatched_twin(model, patched):
+    """`model` set up for the same Z* run and batch as `patched`, with the host's attention in
+    every layer: the patch's config rides along and its layers hold HostAttention (so the
+    sampler's check that the Z* layers are still installed passes)."""
+    config = patched.model_options["transformer_options"][CONFIG_KEY]
+    twin = model.clone()
+    for block, block_id, index in config.keys:
+        twin.set_model_attn1_replace(HostAttention(config), block, block_id, index)
+    twin.model_options["transformer_options"][CONFIG_KEY] = config
+    return twin
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BASIC = REPO / "workflows" / "api" / "zstar_basic.json"
+BASIC = REPO / "example_workflows" / "api" / "zstar_basic.json"
 
 
 def _load(name: str, path: Path):
@@ -148,12 +148,21 @@ def test_workflow_slots_and_settings():
 
 def test_ui_workflows_and_batch_graphs_are_refused_with_a_reason(tmp_path):
     ui = tmp_path / "ui.json"
-    ui.write_text((REPO / "workflows" / "zstar_basic.json").read_text())
+    ui.write_text((REPO / "example_workflows" / "zstar_basic.json").read_text())
     with pytest.raises(zb.ZStarBatchError, match="UI workflow"):
         zb.load_workflow(ui)
-    batch = zb.load_workflow(REPO / "workflows" / "api" / "zstar_batch.json")
-    with pytest.raises(zb.ZStarBatchError, match="one Load Image feeding the sampler's content"):
+    batch = zb.load_workflow(REPO / "example_workflows" / "api" / "zstar_batch.json")
+    with pytest.raises(zb.ZStarBatchError, match="exactly one Z\\* sampler .*, it has 3"):
         zb.image_slots(batch)
+
+
+def test_paths_into_the_old_workflows_folder_still_load():
+    """The examples moved from workflows/ to example_workflows/; scripts that name the old path keep working."""
+    old = REPO / "workflows" / "api" / "zstar_controlnet.json"
+    assert not old.exists()
+    assert zb.load_workflow(old) == zb.load_workflow(REPO / "example_workflows" / "api" / "zstar_controlnet.json")
+    with pytest.raises(zb.ZStarBatchError, match="cannot read workflow"):
+        zb.load_workflow(REPO / "workflows" / "api" / "no_such_workflow.json")
 
 
 class FakeClient:
@@ -167,7 +176,7 @@ class FakeClient:
 
 
 def test_preflight_names_missing_nodes_and_models():
-    prompt = zb.load_workflow(REPO / "workflows" / "api" / "zstar_controlnet.json")
+    prompt = zb.load_workflow(REPO / "example_workflows" / "api" / "zstar_controlnet.json")
     types = {n["class_type"] for n in prompt.values()}
     info = {t: {"input": {"required": {}}} for t in types}
     info["CheckpointLoaderSimple"] = {"input": {"required": {"ckpt_name": [["a.safetensors", "b.ckpt"], {}]}}}

@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
 """Builds the example workflows: each graph is described once below and written as
 
-    workflows/<name>.json       UI format (what ComfyUI's frontend saves and its templates menu opens)
-    workflows/<name>.jpg        thumbnail for the templates menu (a diagram of the graph)
-    workflows/api/<name>.json   API format (what POST /prompt and scripts/zstar_batch.py take)
+    example_workflows/<name>.json       UI format (what ComfyUI's frontend saves and its templates menu opens)
+    example_workflows/<name>.jpg        card image for the templates menu (a diagram of the graph)
+    example_workflows/api/<name>.json   API format (what POST /prompt and scripts/zstar_batch.py take)
 
 so the two formats never drift. Run it after changing a graph:
 
-    python workflows/build.py            # rewrite the files
-    python workflows/build.py --check    # exit 1 if a committed .json differs from what it would write
+    python example_workflows/build.py            # rewrite the files
+    python example_workflows/build.py --check    # exit 1 if a committed .json differs from what it would write
 
 Needs only the standard library (Pillow too for the thumbnails, which ComfyUI already has).
-ComfyUI lists custom-node workflows from a node pack's `workflows/` (or `example_workflows/`)
-folder, one level deep, with `<name>.jpg` as the card image; API twins live in `api/` so the
-menu does not list them. Node inputs and outputs below mirror ComfyUI's /object_info; the
-ComfyUI test tier checks them against a running server.
+ComfyUI lists a node pack's `example_workflows/*.json` (one level deep; the folder name every
+host since 0.3 accepts without a rename warning) in its templates menu and serves the folder
+statically, `<name>.jpg` being the card image; the API twins live in `api/` so the menu does
+not list them. The pack's nodes carry the node-pack identity (`cnr_id`, `ver`) that newer
+frontends read to tell a user which pack a missing node comes from. Node inputs and outputs
+below mirror ComfyUI's /object_info; the ComfyUI test tier checks them against running servers.
 """
 from __future__ import annotations
 
@@ -26,6 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def pack_identity() -> dict:
+    """{'cnr_id', 'ver'} of this pack, from pyproject.toml (the registry id and version)."""
+    import re
+
+    text = (REPO / "pyproject.toml").read_text()
+    project = text.split("[project]", 1)[1].split("\n[", 1)[0]
+    name = re.search(r'^name\s*=\s*"([^"]+)"', project, re.M).group(1)
+    version = re.search(r'^version\s*=\s*"([^"]+)"', project, re.M).group(1)
+    return {"cnr_id": name, "ver": version}
+
+
+PACK = pack_identity()
 
 SD15_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 SD15_URL = ("https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
@@ -45,7 +62,6 @@ SPECS = {
     "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")], ["image"], ["image"]),
     "ImageScale": ([("image", "IMAGE", False)], [("IMAGE", "IMAGE")],
                    ["upscale_method", "width", "height", "crop"], []),
-    "ImageBatch": ([("image1", "IMAGE", False), ("image2", "IMAGE", False)], [("IMAGE", "IMAGE")], [], []),
     "VAEEncode": ([("pixels", "IMAGE", False), ("vae", "VAE", False)], [("LATENT", "LATENT")], [], []),
     "VAEDecode": ([("samples", "LATENT", False), ("vae", "VAE", False)], [("IMAGE", "IMAGE")], [], []),
     "CLIPTextEncode": ([("clip", "CLIP", False)], [("CONDITIONING", "CONDITIONING")], ["text"], []),
@@ -92,7 +108,7 @@ SPECS = {
 }
 FRONTEND_ONLY = {"MarkdownNote", "Note"}
 SIZES = {"CheckpointLoaderSimple": (315, 98), "LoadImage": (274, 314), "ImageScale": (270, 130),
-         "ImageBatch": (210, 46), "VAEEncode": (210, 46), "VAEDecode": (210, 46), "CLIPTextEncode": (300, 100),
+         "VAEEncode": (210, 46), "VAEDecode": (210, 46), "CLIPTextEncode": (300, 100),
          "SaveImage": (300, 330), "Canny": (270, 82), "ControlNetLoader": (330, 58),
          "ControlNetApplyAdvanced": (300, 186), "ZStarDDIMInversion": (270, 118),
          "ZStarAttentionPatch": (290, 178), "ZStarSampler": (290, 198), "MarkdownNote": (400, 260),
@@ -197,6 +213,8 @@ class Graph:
                 ids = [l[0] for l in links if l[1] == node.id and l[2] == slot]
                 outs.append({"name": name, "type": type_, "slot_index": slot, "links": ids or None})
             props = {} if node.type in FRONTEND_ONLY else {"Node name for S&R": node.type}
+            if node.type.startswith("ZStar"):
+                props.update(PACK)
             if node.models:
                 props["models"] = node.models
             item = {"id": node.id, "type": node.type, "pos": node.pos, "size": list(SIZES[node.type]),
@@ -340,20 +358,28 @@ def controlnet() -> Graph:
 def batch() -> Graph:
     g = Graph("zstar_batch", "Z* style transfer of several content images in one style, in one run")
     ckpt, empty = common(g, (
-        "## Z*: a batch of contents in one style\n\n"
-        "Three content images are batched (Batch Images resizes each to the first one's size) and "
-        "stylized by the same style in one run; the style is inverted once. Add more with further "
-        "Batch Images nodes. Memory grows with the batch: the sampler runs every content plus the "
-        "style rows together.\n\n"
+        "## Z*: several contents in one style\n\n"
+        "Three content images are stylized by the same style in one run: the style is inverted "
+        "once and every Z* Sampler reads that inversion (ComfyUI keeps it in its cache for the "
+        "next run too). Each content keeps its own size. Add more by copying a content row "
+        "(Load Image → Scale → VAE Encode → Z* DDIM Inversion → Z* Sampler → VAE Decode → Save).\n\n"
         "For folders of images, use `scripts/zstar_batch.py` (every content × every style)."))
-    contents = [g.add("LoadImage", 0, 2.3 * (i + 1), title=f"Content image {i + 1}", image=EXAMPLE_IMAGE)
-                for i in range(3)]
-    b1 = g.add("ImageBatch", 1, 2.3, title="Batch Images", image1=contents[0].out("IMAGE"), image2=contents[1].out("IMAGE"))
-    b2 = g.add("ImageBatch", 1, 2.75, title="Batch Images", image1=b1.out("IMAGE"), image2=contents[2].out("IMAGE"))
-    sc = scale(g, b2.out("IMAGE"), 1, 3.3, "Scale contents")
+    patch = g.add("ZStarAttentionPatch", 3, 0.0, title="Z* Attention Patch", model=ckpt.out("MODEL"),
+                  **{k: PAPER[k] for k in ("style_strength", "style_self_strength", "layers", "start_step", "end_step")})
     style = g.add("LoadImage", 0, 9.2, title="Style image", image=EXAMPLE_IMAGE)
-    ss = scale(g, style.out("IMAGE"), 1, 9.2, "Scale style")
-    zstar_core(g, ckpt, empty, sc.out("IMAGE"), ss.out("IMAGE"), empty.out("CONDITIONING"), empty.out("CONDITIONING"))
+    inv_s = encode_invert(g, ckpt, empty, scale(g, style.out("IMAGE"), 1, 9.2, "Scale style").out("IMAGE"), 9.2, "style")
+    for i in range(1, 4):
+        row = 2.3 * i
+        content = g.add("LoadImage", 0, row, title=f"Content image {i}", image=EXAMPLE_IMAGE)
+        sc = scale(g, content.out("IMAGE"), 1, row, f"Scale content {i}")
+        inv_c = encode_invert(g, ckpt, empty, sc.out("IMAGE"), row, f"content {i}")
+        sampler = g.add("ZStarSampler", 4, row, title=f"Z* Sampler {i}", model=patch.out("MODEL"),
+                        content=inv_c.out("inversion"), style=inv_s.out("inversion"),
+                        positive=empty.out("CONDITIONING"), negative=empty.out("CONDITIONING"),
+                        **{k: PAPER[k] for k in ("cfg", "content_anchor", "style_mode")})
+        decode = g.add("VAEDecode", 5, row, title=f"VAE Decode {i}", samples=sampler.out("stylized"),
+                       vae=ckpt.out("VAE"))
+        g.add("SaveImage", 6, row, title=f"Save Image {i}", images=decode.out("IMAGE"), filename_prefix="zstar/zstar")
     return g
 
 
@@ -488,8 +514,7 @@ GRAPHS = [basic, controlnet, batch, multi_style, regions, fast_mode, style_bank,
 
 CATEGORY_COLORS = {"ZStar": (214, 120, 40), "Load": (90, 98, 120), "Image": (60, 120, 170), "Canny": (60, 120, 170),
                    "ControlNet": (130, 80, 160), "VAE": (70, 140, 90), "CLIP": (150, 140, 60), "Save": (40, 150, 110)}
-SHORT = {"CheckpointLoaderSimple": "Model", "LoadImage": "Image", "ImageScale": "Scale", "ImageBatch": "Batch",
-         "VAEEncode": "Encode", "VAEDecode": "Decode", "CLIPTextEncode": "Prompt", "SaveImage": "Save",
+SHORT = {"CheckpointLoaderSimple": "Model", "LoadImage": "Image", "ImageScale": "Scale", "VAEEncode": "Encode", "VAEDecode": "Decode", "CLIPTextEncode": "Prompt", "SaveImage": "Save",
          "Canny": "Canny", "ControlNetLoader": "CNet", "ControlNetApplyAdvanced": "Apply",
          "ZStarDDIMInversion": "Invert", "ZStarAttentionPatch": "Patch", "ZStarSampler": "Z*",
          "ZStarStyleMix": "Mix", "ZStarStyleRecord": "Record", "ZStarStyleMap": "Map", "ZStarSaveStyle": "Save",
@@ -575,7 +600,7 @@ def main(argv=None) -> int:
         stale = [str(path.relative_to(HERE.parent)) for path, text in files.items()
                  if not path.is_file() or path.read_text() != text]
         if stale:
-            print("out of date (run python workflows/build.py): " + ", ".join(stale))
+            print("out of date (run python example_workflows/build.py): " + ", ".join(stale))
             return 1
         print(f"{len(files)} workflow files up to date")
         return 0
@@ -587,7 +612,7 @@ def main(argv=None) -> int:
         for make in GRAPHS:
             g = make()
             thumbnail(g, HERE / f"{g.name}.jpg")
-            print(f"wrote workflows/{g.name}.jpg")
+            print(f"wrote example_workflows/{g.name}.jpg")
     return 0
 
 
