@@ -38,7 +38,7 @@ def setup(device: str, attention: str = "pytorch"):
     import models  # tests/comfy/models.py: SD1.5 config, random init, conds, latents
 
     harness.load_pack()
-    from comfyui_zstar.nodes import inversion, patch, record, sampler
+    from comfyui_zstar.zstar_runtime import inversion, patch, record, sampler
     from comfyui_zstar.zstar_attention import RowLayout, ZStarRun
     global nodes
     nodes = Nodes(inversion, patch, record, sampler, RowLayout, ZStarRun)

@@ -1,85 +1,12 @@
-"""ZStarDDIMInversion: DDIM-invert a LATENT on the official Z* schedule."""
+"""ZStarDDIMInversion and the content + style pair: DDIM inversion on the official Z* schedule (zstar_runtime.inversion)."""
 from __future__ import annotations
 
-import dataclasses
-
-import torch
 from comfy_api.latest import io
 
-import comfy.sample
-
-from ..zstar_attention import PAPER_PRESET, ZStarError, ddim_invert, ddim_timesteps, sigmas_from_table, vp_scale
-from . import host, validation
-from .model_info import describe
-from .types import Inversion, InversionType
-
-
-def official_sigmas(info, steps: int) -> tuple[torch.Tensor, tuple]:
-    timesteps = tuple(ddim_timesteps(steps, num_train_steps=len(info.sigma_table)))
-    return sigmas_from_table(info.sigma_table, timesteps), timesteps
-
-
-def conditioning_or_empty(conditioning, clip):
-    """The connected conditioning, or the empty prompt encoded with clip (the paper's choice)."""
-    if conditioning is not None:
-        return conditioning
-    if clip is None:
-        raise ZStarError("conditioning: connect a conditioning (e.g. CLIP Text Encode with an empty prompt) "
-                         "or a clip so the empty prompt can be encoded")
-    return clip.encode_from_tokens_scheduled(clip.tokenize(""))
-
-
-def invert_latents(model, latents: list, steps: int, positive, progress=True) -> list:
-    """Invert several LATENT tensors; those of one shape share a single batched pass."""
-    groups = {}
-    for i, samples in enumerate(latents):
-        groups.setdefault(tuple(samples.shape[1:]), []).append(i)
-    results = [None] * len(latents)
-    for members in groups.values():
-        batch = torch.cat([latents[i] for i in members])
-        inv, x_t = invert_latent(model, batch, steps, positive, progress)
-        start = 0
-        for i in members:
-            n = latents[i].shape[0]
-            part = dataclasses.replace(inv, trajectory=tuple(t[start:start + n] for t in inv.trajectory))
-            results[i] = (part, x_t[start:start + n])
-            start += n
-    return results
-
-
-def invert_latent(model, samples: torch.Tensor, steps: int, positive, progress=True):
-    """Plain DDIM inversion through ComfyUI; returns (Inversion, x_T in LATENT space)."""
-    info = describe(model)
-    validation.check_latent(model, samples)
-    sigmas, timesteps = official_sigmas(info, steps)
-    samples = comfy.sample.fix_empty_latent_channels(model, samples)
-    start = host.process_latent_in(model, samples.float())
-    holder = {}
-
-    def invert(denoiser, _x, sigmas_dev, callback=None):
-        x0 = start.to(_x) * vp_scale(sigmas_dev[-1])
-        cb = host.step_callback(model, steps, preview=progress)
-        traj = ddim_invert(denoiser, x0, sigmas_dev,
-                           callback=lambda i, total, x: cb(i - 1, x, x))
-        holder["trajectory"] = tuple(host.to_storage(t) for t in traj)
-        return traj[0]
-
-    x_t = host.run_sampler_function(model, invert, sigmas, positive, positive, 1.0, samples.shape, {})
-    inv = Inversion(trajectory=holder["trajectory"], sigmas=sigmas.float(), timesteps=timesteps,
-                    arch=info.arch, model_type=info.type_name)
-    return inv, x_t
-
-
-def inversion_options() -> list:
-    """Inputs both inversion nodes share: step count and the prompt (empty by default)."""
-    return [
-        io.Int.Input("steps", default=PAPER_PRESET.steps, min=1, max=1000,
-                     tooltip="DDIM steps. The paper uses 30; the Z* Sampler needs every inversion made with the same count."),
-        io.Conditioning.Input("conditioning", optional=True,
-                              tooltip="Prompt for the inversion. Leave empty to use the empty prompt, as the paper does (needs the clip input)."),
-        io.Clip.Input("clip", optional=True,
-                      tooltip="Used only to encode the empty prompt when no conditioning is connected."),
-    ]
+from ..zstar_runtime.inversion import conditioning_or_empty, invert_latent, invert_latents
+from . import validation
+from .inputs import inversion_options
+from .types import InversionType
 
 
 class ZStarDDIMInversion(io.ComfyNode):

@@ -5,7 +5,8 @@ from comfy_api.latest import io
 
 from ..zstar_attention import PAPER_PRESET
 from . import validation
-from .types import InversionType, StyleEntry, StyleRecordType, StylesType
+from ..zstar_attention.style_types import StyleEntry
+from .types import InversionType, StyleRecordType, StylesType
 
 MAX_STYLES = 4
 

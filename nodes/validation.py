@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import math
 
-import torch
 from comfy_api.latest import io
 
-from ..zstar_attention import ARCHITECTURES, ZStarError, ddim_timesteps, parse_layers, sigmas_from_table
+from ..zstar_attention import ZStarError, ddim_timesteps, parse_layers
+from ..zstar_runtime.families import AUTO_LAYERS, FAMILIES, MAX_LAYERS
 
-AUTO_LAYERS = ("", "auto", "paper")
-MAX_LAYERS = max(len(arch.keys) for arch in ARCHITECTURES.values())
-MIN_LATENT = 8  # 64 px: below it the U-Net's coarsest levels shrink to single pixels (GroupNorm fails)
 DEFAULT_TRAIN_STEPS = 1000  # every model Z* supports (SD1.5, SD2.x, SDXL) has 1000 train steps
 
 
@@ -82,12 +79,22 @@ def check_number(name: str, value, lo=None, hi=None, integer: bool = False):
         raise ZStarError(f"{name}: must be {allowed}, got {value!r}")
 
 
+def every_family_layers() -> str:
+    """'(SD1.5/SD2.x: layers 0-15, SDXL: 0-69)': each family's layer numbers, for messages."""
+    groups = {}
+    for f in FAMILIES:
+        groups.setdefault(len(f.layer_keys), []).append(f.label)
+    parts = [f"{'/'.join(sorted(labels))}: {'layers ' if i == 0 else ''}0-{n - 1}"
+             for i, (n, labels) in enumerate(groups.items())]
+    return "(" + ", ".join(parts) + ")"
+
+
 def check_layer_syntax(layers: str | None, name: str = "layers"):
     """The layer string without a model: it parses, and names no layer past the largest
     supported model. Whether the model has the layer is checked at execution."""
     if layers is None or layers.strip().lower() in AUTO_LAYERS:
         return
-    every_model = f"(SD1.5/SD2.x: layers 0-15, SDXL: 0-{MAX_LAYERS - 1})"
+    every_model = every_family_layers()
     try:
         parse_layers(layers, MAX_LAYERS, name=name)
     except ZStarError as e:
@@ -129,70 +136,3 @@ def record_inputs(node_cls, cfg=None, layers=None, start_step=None, end_step=Non
 def inversion_inputs(node_cls, steps=None):
     check_widgets(node_cls, steps=steps)
     check_steps(steps)
-
-
-# -- execution: checks that need the model or the tensors
-
-def check_latent(model, samples, name: str = "latent"):
-    """A LATENT's samples fit the model: (B, C, H, W) with the model's channels, finite."""
-    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
-        shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
-        raise ZStarError(f"{name}: expected image latents of shape (batch, channels, height, width), got {shape}")
-    channels = model.model.latent_format.latent_channels
-    if samples.shape[1] != channels and samples.abs().sum() != 0:  # an empty latent is fixed by ComfyUI
-        raise ZStarError(f"{name}: has {samples.shape[1]} channels but this MODEL's latents have {channels}; "
-                         "encode the image with this checkpoint's VAE")
-    if samples.shape[0] < 1:
-        raise ZStarError(f"{name}: holds no image, shape {tuple(samples.shape)}")
-    if min(samples.shape[2:]) < MIN_LATENT:
-        raise ZStarError(f"{name}: {samples.shape[2]}×{samples.shape[3]} is too small; Z* needs images of at least "
-                         f"{8 * MIN_LATENT}×{8 * MIN_LATENT} pixels (latents of {MIN_LATENT}×{MIN_LATENT})")
-    if not torch.isfinite(samples).all():
-        raise ZStarError(f"{name}: contains NaN or infinite values; check the VAE Encode before it")
-
-
-def check_inversion(inv, name: str):
-    """An Inversion is internally consistent (matters for inversions loaded from files or edited)."""
-    steps = len(inv.sigmas) - 1
-    shape = tuple(inv.trajectory[0].shape)
-    if len(inv.trajectory) != steps + 1 or any(tuple(t.shape) != shape for t in inv.trajectory):
-        raise ZStarError(f"{name}: the inversion is inconsistent: {len(inv.trajectory)} latents of shapes "
-                         f"{sorted({tuple(t.shape) for t in inv.trajectory})} for {steps} steps; "
-                         "invert the image again")
-    emb = inv.uncond_embeddings
-    if emb is not None:
-        if len(emb) != steps:
-            raise ZStarError(f"{name}: has null-text embeddings for {len(emb)} steps but the inversion has {steps}; "
-                             "run Z* Null-Text Optimization on this inversion")
-        if any(e.shape[0] != shape[0] for e in emb):
-            raise ZStarError(f"{name}: has null-text embeddings for {emb[0].shape[0]} image(s) but the inversion "
-                             f"holds {shape[0]}; run Z* Null-Text Optimization on this inversion")
-
-
-def check_inversion_model(info, inv, name: str):
-    """The inversion was made with this kind of model, on the schedule this model samples with
-    (a Model Sampling node between inversion and sampler changes the schedule)."""
-    if inv.arch != info.arch or inv.model_type != info.type_name:
-        raise ZStarError(f"{name}: inverted with a {inv.model_type} model but this MODEL is {info.type_name}; "
-                         "invert with the same model")
-    expected = sigmas_from_table(info.sigma_table, inv.timesteps).float()
-    if not torch.equal(expected, inv.sigmas.float().cpu()):
-        raise ZStarError(f"{name}: inverted on a different noise schedule than this MODEL's "
-                         f"(σ_max {inv.sigmas[0].item():.4g} vs {expected[0].item():.4g}); invert with the "
-                         "same model and model-sampling settings the sampler uses")
-
-
-def check_mask(mask, batch: int, latent_shape: tuple, name: str = "mask"):
-    """MASK (B, H, W) or (H, W): 1 or `batch` masks, the content's aspect ratio, not empty."""
-    if not isinstance(mask, torch.Tensor):
-        raise ZStarError(f"{name}: expected a MASK tensor, got {type(mask).__name__}")
-    if mask.ndim == 2:
-        mask = mask[None]
-    if mask.ndim != 3 or mask.shape[0] not in (1, batch):
-        raise ZStarError(f"{name}: expected 1 or {batch} masks of shape (H, W), got {tuple(mask.shape)}")
-    h, w = latent_shape[-2:]
-    mh, mw = mask.shape[1:]
-    if mh < 1 or mw < 1 or abs(mh * w - mw * h) > max(mh, mw):  # off by more than one latent cell
-        raise ZStarError(f"{name}: {mh}×{mw} does not have the content's aspect ratio (latent {h}×{w}, "
-                         f"image {8 * h}×{8 * w}); use a mask of the content image's size")
-    return mask

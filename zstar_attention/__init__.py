@@ -1,37 +1,49 @@
-"""Z* (zero-shot style transfer by attention reweighting) in plain torch.
+"""Z* (zero-shot style transfer by attention reweighting) in plain torch. No ComfyUI imports.
 
-No ComfyUI imports here: the nodes in ../nodes adapt these functions to ComfyUI.
+Module map (which function runs when):
+
+    attention.py           reweighted_attention: one row's queries over [λ·K_style… ; K_own], one fused call
+                           of the host's attention; with_query_mask: the region mask's rule, in one place;
+                           attention_over_rows: the same over rows already side by side (no copy)
+    batch_attention.py     PAPER PATH: zstar_batch_attention, a stacked [content | style rows] model call,
+                           split by RowLayout per CFG chunk (in place when one content row per chunk)
+    recorded_attention.py  FAST MODE: recorded_style_attention, content rows only, style K/V from a record
+    rows.py                RowLayout (who reads whom), ZStarRun (per-run state), rows_per_chunk (the one
+                           batch-split check)
+    reference.py           the official materialised formulation, float64, for tests and benchmarks
+    style_share.py         where the style went (the style map's share), chunked, no score matrix
+    grid.py                a layer's token grid on the latent
+    schedule.py, ddim.py   the official DDIM schedule, step, inversion and sampling
+    sampling.py            the Z* denoising loop (replay / alongside), any denoiser
+    layers.py              layer strings ("10-15") and step windows
+    presets.py             the paper preset (the authors' code's settings), read by nodes, workflows, benchmarks
+    style_types.py         Inversion, StyleRecord, StyleEntry: what the steps pass on
+    style_file.py          the style bank's file format
+    errors.py              ZStarError and the shared value checks
+
+Masks and several styles are arguments of every entry (query_mask; lists of style K/V with a λ each).
 """
-from .errors import ZStarError
-from .attention import attention_over_rows, reweighted_attention, sdpa_attention
+from .errors import ZStarError, as_int, check_strength
+from .attention import attention_over_rows, reweighted_attention, sdpa_attention, with_query_mask
 from .reference import reweighted_attention_reference
 from .schedule import ddim_sigmas, ddim_timesteps, scaled_linear_alphas_cumprod, sigmas_from_table, vp_scale
 from .ddim import ddim_invert, ddim_sample, ddim_step
-from .layers import (
-    ARCHITECTURES,
-    SD2_ATTN1_KEYS,
-    SD15_ATTN1_KEYS,
-    SD15_PAPER_LAYERS,
-    SDXL_ATTN1_KEYS,
-    SDXL_PAPER_LAYERS,
-    Architecture,
-    parse_layers,
-    select_attn1_keys,
-    step_window,
-)
+from .layers import parse_layers, select_attn1_keys, step_window
 from .presets import PAPER_PRESET, ZStarPreset
 
 from .rows import RowLayout, SharedRunState, ZStarRun, rows_per_chunk
 from .batch_attention import zstar_batch_attention
+from .recorded_attention import recorded_style_attention
+from .grid import token_grid
 from .sampling import STYLE_MODES, zstar_denoise
 
 __all__ = [
-    "ZStarError",
-    "reweighted_attention", "attention_over_rows", "sdpa_attention", "reweighted_attention_reference",
+    "ZStarError", "as_int", "check_strength",
+    "reweighted_attention", "attention_over_rows", "sdpa_attention", "with_query_mask", "reweighted_attention_reference",
     "scaled_linear_alphas_cumprod", "ddim_timesteps", "sigmas_from_table", "ddim_sigmas", "vp_scale",
     "ddim_step", "ddim_invert", "ddim_sample",
-    "SD15_ATTN1_KEYS", "SD2_ATTN1_KEYS", "SDXL_ATTN1_KEYS", "SD15_PAPER_LAYERS", "SDXL_PAPER_LAYERS",
-    "Architecture", "ARCHITECTURES", "parse_layers", "select_attn1_keys", "step_window",
+    "parse_layers", "select_attn1_keys", "step_window",
     "ZStarPreset", "PAPER_PRESET",
-    "RowLayout", "SharedRunState", "ZStarRun", "rows_per_chunk", "zstar_batch_attention", "STYLE_MODES", "zstar_denoise",
+    "RowLayout", "SharedRunState", "ZStarRun", "rows_per_chunk", "zstar_batch_attention",
+    "recorded_style_attention", "token_grid", "STYLE_MODES", "zstar_denoise",
 ]

@@ -12,14 +12,12 @@ Tensors use ComfyUI's layout: (batch, tokens, heads·dim_head).
 """
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
-from .errors import ZStarError
+from .errors import ZStarError, check_strength
 
 Tensor = torch.Tensor
 StyleTensors = Union[Tensor, Sequence[Tensor]]
@@ -50,21 +48,6 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | N
 
 def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _check_scale(value, name: str) -> float:
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ZStarError(f"{name}: must be a single number, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ZStarError(f"{name}: must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ZStarError(f"{name}: must be finite, got {value}")
-    if value < 0:
-        raise ZStarError(f"{name}: must be >= 0, got {value}")
-    return value
 
 
 def _check_tensor(t, name: str, ref: Tensor, batch: int, width: int) -> None:
@@ -115,9 +98,9 @@ def _normalise_styles(q, k, v, k_style, v_style, heads, style_scale):
     if isinstance(style_scale, (list, tuple)):
         if len(style_scale) != len(k_styles):
             raise ZStarError(f"style_scale: {len(style_scale)} values for {len(k_styles)} styles")
-        scales = [_check_scale(s, f"style_scale[{i}]") for i, s in enumerate(style_scale)]
+        scales = [check_strength(s, f"style_scale[{i}]") for i, s in enumerate(style_scale)]
     else:
-        scales = [_check_scale(style_scale, "style_scale")] * len(k_styles)
+        scales = [check_strength(style_scale, "style_scale")] * len(k_styles)
     return k_styles, v_styles, scales
 
 
@@ -219,7 +202,7 @@ def attention_over_rows(q: Tensor, k_rows: Tensor, v_rows: Tensor, heads: int, r
         raise ZStarError(f"attention_over_rows: k_rows/v_rows must be (batch, rows, tokens, width) with one scale per row; "
                          f"got {tuple(k_rows.shape)}, {tuple(v_rows.shape)} and {len(row_scales)} scales")
     for r, s in enumerate(row_scales):
-        s = _check_scale(s, f"row_scales[{r}]")
+        s = check_strength(s, f"row_scales[{r}]")
         if s != 1.0:
             k_rows[:, r].mul_(s)
     b, r, m, _ = k_rows.shape

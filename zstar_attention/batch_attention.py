@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .attention import _check_scale, attention_over_rows, reweighted_attention, sdpa_attention, with_query_mask
-from .errors import ZStarError
+from .attention import attention_over_rows, reweighted_attention, sdpa_attention, with_query_mask
+from .errors import ZStarError, check_strength
 from .rows import RowLayout, rows_per_chunk
 
 
@@ -36,7 +36,7 @@ def zstar_batch_attention(q, k, v, heads, layout: RowLayout, n_chunks: int, styl
     attention = attention or sdpa_attention
     if isinstance(n_chunks, bool) or not isinstance(n_chunks, int) or n_chunks < 1:
         raise ZStarError(f"Z* batch: n_chunks must be a positive integer (CFG chunks in the call), got {n_chunks!r}")
-    style_self_scale = _check_scale(style_self_scale, "style_self_scale")
+    style_self_scale = check_strength(style_self_scale, "style_self_scale")
     total, n_tok, width = q.shape
     rows_per_chunk(total, n_chunks, layout.rows)
     nc, ns, groups = layout.n_content, layout.n_styles, layout.groups

@@ -27,11 +27,12 @@ from zstar_fixtures import _inference_mode, unpatched_twin  # noqa: F401 (pytest
 from test_nodes_zstar import capture_attn1, plain_reconstruction, rel
 
 harness.load_pack()
-from comfyui_zstar.nodes.inversion import invert_latent  # noqa: E402
-from comfyui_zstar.nodes.model_info import describe  # noqa: E402
-from comfyui_zstar.nodes.patch import ZStarAttn1, patch_model  # noqa: E402
-from comfyui_zstar.nodes.sampler import zstar_sample  # noqa: E402
-from comfyui_zstar.zstar_attention import ARCHITECTURES, ZStarError  # noqa: E402
+from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
+from comfyui_zstar.zstar_runtime.families import describe  # noqa: E402
+from comfyui_zstar.zstar_runtime.patch import ZStarAttn1, patch_model  # noqa: E402
+from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
+from comfyui_zstar.zstar_attention import ZStarError  # noqa: E402
+from comfyui_zstar.zstar_runtime.families import family  # noqa: E402
 
 STEPS = 6
 START = 2
@@ -131,7 +132,7 @@ def test_describe_names_the_architecture(arch):
     info = describe(arch["model"])
     assert info.arch == arch["name"]
     assert info.type_name == arch["type_name"]
-    assert info.attn1_keys == ARCHITECTURES[arch["name"]].keys
+    assert info.attn1_keys == family(arch["name"]).layer_keys
     assert len(info.attn1_keys) == {"sd2": 16, "sdxl": 70}[arch["name"]]
     assert arch["content"].arch == arch["name"]
 
@@ -149,7 +150,7 @@ def test_outside_chosen_layers_and_steps_is_bit_identical(arch):
     got, ref = arch["got"], arch["ref"]
     assert got.keys() == ref.keys()
     order = [k for s, k in got if s == 0]  # execution order of the attn1 layers
-    assert order == list(ARCHITECTURES[arch["name"]].keys)
+    assert order == list(family(arch["name"]).layer_keys)
     first = arch["first_patched"]
     assert order[first] == arch["keys"][0]
     before_window = [(s, k) for (s, k) in got if s < START]

@@ -30,13 +30,16 @@ from models import rel
 from zstar_fixtures import _inference_mode, empty, model, unpatched_twin  # noqa: F401 (pytest fixtures)
 
 harness.load_pack()
-from comfyui_zstar.nodes.inversion import invert_latent  # noqa: E402
-from comfyui_zstar.nodes.nulltext import GradSafeTensors, NullTextState, nulltext_optimise, nulltext_wrapper  # noqa: E402
-from comfyui_zstar.nodes.patch import (RUN_KEY, ZStarAttn1, ZStarConfig, patch_model,  # noqa: E402
-                                      recorded_style_attention)
-from comfyui_zstar.nodes.record import record_style  # noqa: E402
-from comfyui_zstar.nodes.sampler import RecordsOnDevice, apply_model_wrapper, zstar_sample  # noqa: E402
-from comfyui_zstar.nodes.style_map import ZStarStyleMap, style_map  # noqa: E402
+from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
+from comfyui_zstar.zstar_runtime.nulltext import GradSafeTensors, nulltext_optimise  # noqa: E402
+from comfyui_zstar.zstar_runtime.wrappers import NullTextState, nulltext_wrapper  # noqa: E402
+from comfyui_zstar.zstar_runtime.patch import RUN_KEY, ZStarAttn1, ZStarConfig, patch_model  # noqa: E402
+from comfyui_zstar.zstar_attention import recorded_style_attention  # noqa: E402
+from comfyui_zstar.zstar_runtime.record import record_style  # noqa: E402
+from comfyui_zstar.zstar_runtime.wrappers import RecordsOnDevice, apply_model_wrapper  # noqa: E402
+from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
+from comfyui_zstar.nodes.style_map import ZStarStyleMap  # noqa: E402
+from comfyui_zstar.zstar_runtime.style_map import style_map  # noqa: E402
 from comfyui_zstar.nodes.sampler import ZStarSampler  # noqa: E402
 from comfyui_zstar.zstar_attention import RowLayout, ZStarError, ZStarRun  # noqa: E402
 
@@ -221,8 +224,7 @@ def test_every_row_split_raises_the_packs_error():
     q = torch.zeros(3, 16, 8)
     fast = ZStarRun(RowLayout(1, 1), (1.2,), 0.0)
     with pytest.raises(ZStarError, match=fragment):
-        recorded_style_attention(q, q, q, 2, fast, ("output", 9, 0), {"cond_or_uncond": [0, 1]},
-                                 lambda *a, **k: None, None)
+        recorded_style_attention(q, q, q, 2, 1, [[(q[:1], q[:1]), (q[:1], q[:1])]], (1.2,))
     run.reweight = True
     patch = ZStarAttn1(ZStarConfig(1.2, 0.0, (13,), (("output", 9, 0),), 0, 6, "sd15"))
     with pytest.raises(ZStarError, match=fragment):

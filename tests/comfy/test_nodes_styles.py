@@ -15,11 +15,11 @@ from models import rel
 from zstar_fixtures import _inference_mode, empty, model, unpatched_twin  # noqa: F401 (pytest fixtures)
 
 harness.load_pack()
-from comfyui_zstar.nodes.inversion import invert_latent, invert_latents  # noqa: E402
-from comfyui_zstar.nodes.patch import patch_model  # noqa: E402
-from comfyui_zstar.nodes.record import record_style  # noqa: E402
-from comfyui_zstar.nodes.sampler import zstar_sample  # noqa: E402
-from comfyui_zstar.nodes.types import StyleEntry  # noqa: E402
+from comfyui_zstar.zstar_runtime.inversion import invert_latent, invert_latents  # noqa: E402
+from comfyui_zstar.zstar_runtime.patch import patch_model  # noqa: E402
+from comfyui_zstar.zstar_runtime.record import record_style  # noqa: E402
+from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
+from comfyui_zstar.zstar_attention.style_types import StyleEntry  # noqa: E402
 from comfyui_zstar.zstar_attention import (RowLayout, ZStarError, reweighted_attention,  # noqa: E402
                                            zstar_batch_attention)
 

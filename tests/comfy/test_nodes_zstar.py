@@ -19,10 +19,10 @@ from models import rel
 from zstar_fixtures import _inference_mode, empty, model, unpatched_twin  # noqa: F401 (pytest fixtures)
 
 pack = harness.load_pack()
-from comfyui_zstar.nodes import host  # noqa: E402
-from comfyui_zstar.nodes.inversion import invert_latent  # noqa: E402
-from comfyui_zstar.nodes.patch import patch_model  # noqa: E402
-from comfyui_zstar.nodes.sampler import zstar_sample  # noqa: E402
+from comfyui_zstar.zstar_runtime import host  # noqa: E402
+from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
+from comfyui_zstar.zstar_runtime.patch import patch_model  # noqa: E402
+from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
 from comfyui_zstar.zstar_attention import ddim_sample, vp_scale  # noqa: E402
 
 STEPS = 30
@@ -235,7 +235,7 @@ def test_other_patches_still_act(model, empty, inversions):
 def test_nulltext_makes_cfg_reconstruct_the_content(empty):
     """Null-text optimisation (CFG 7.5) reconstructs the content far better than plain DDIM,
     with the model loaded as ComfyUI's executor loads it (inference tensors), weights untouched."""
-    from comfyui_zstar.nodes.nulltext import nulltext_optimise
+    from comfyui_zstar.zstar_runtime.nulltext import nulltext_optimise
 
     steps, negative = 10, models.cond(7)
     model = models.small_sd15(seed=0)  # built under inference_mode by the autouse fixture
@@ -267,7 +267,7 @@ def test_nulltext_evaluates_the_conditional_half_once_per_step(empty):
     """As the official code: per step one conditional pass without gradients, then only the
     unconditional half per Adam iteration (and once more for the step itself)."""
     import comfy.patcher_extension
-    from comfyui_zstar.nodes.nulltext import nulltext_optimise
+    from comfyui_zstar.zstar_runtime.nulltext import nulltext_optimise
 
     steps, iterations = 4, 3
     model = models.small_sd15(seed=0)
@@ -291,8 +291,8 @@ def test_nulltext_evaluates_the_conditional_half_once_per_step(empty):
 
 def test_controlnet_residuals_do_not_reach_style_rows():
     """ControlNet guides the content's structure; the style rows keep the style's own K/V."""
-    from comfyui_zstar.nodes.patch import RUN_KEY
-    from comfyui_zstar.nodes.sampler import apply_model_wrapper
+    from comfyui_zstar.zstar_runtime.patch import RUN_KEY
+    from comfyui_zstar.zstar_runtime.wrappers import apply_model_wrapper
     from comfyui_zstar.zstar_attention import RowLayout, ZStarRun
 
     run = ZStarRun(RowLayout(2, 1), (1.2,), 0.0)

@@ -42,9 +42,10 @@ from comfyui_zstar.nodes.inversion import ZStarDDIMInversion, ZStarDDIMInversion
 from comfyui_zstar.nodes.nulltext import ZStarNullTextOptimization  # noqa: E402
 from comfyui_zstar.nodes.patch import ZStarAttentionPatch  # noqa: E402
 from comfyui_zstar.nodes.record import ZStarStyleRecord  # noqa: E402
-from comfyui_zstar.nodes.sampler import ZStarSampler, prepare_mask  # noqa: E402
+from comfyui_zstar.nodes.sampler import ZStarSampler  # noqa: E402
+from comfyui_zstar.zstar_runtime.sampler import prepare_mask  # noqa: E402
 from comfyui_zstar.nodes.styles import ZStarStyleMix  # noqa: E402
-from comfyui_zstar.nodes.types import StyleEntry  # noqa: E402
+from comfyui_zstar.zstar_attention.style_types import StyleEntry  # noqa: E402
 from comfyui_zstar.zstar_attention import ZStarError  # noqa: E402
 
 STEPS = 4
@@ -519,7 +520,7 @@ def test_repeated_runs_keep_no_zstar_objects_alive(model, empty, inv):
 
     import comfy.model_patcher
     from comfyui_zstar.zstar_attention import ZStarRun
-    from comfyui_zstar.nodes.nulltext import NullTextState
+    from comfyui_zstar.zstar_runtime.wrappers import NullTextState
 
     watched = {cls: cls.__name__ for cls in (ZStarRun, NullTextState, comfy.model_patcher.ModelPatcher)}
 
@@ -568,7 +569,7 @@ def test_style_bank_refuses_special_files(tmp_path, kind, name, fragment):
     import threading
 
     import folder_paths
-    from comfyui_zstar.nodes import style_bank
+    from comfyui_zstar.zstar_runtime import style_folders as style_bank
 
     old = folder_paths.get_output_directory()
     folder_paths.set_output_directory(str(tmp_path))

@@ -21,12 +21,13 @@ import folder_paths
 from zstar_fixtures import _inference_mode, empty, inv, model  # noqa: F401 (pytest fixtures)
 
 harness.load_pack()
-from comfyui_zstar.nodes import style_bank  # noqa: E402
-from comfyui_zstar.nodes.patch import patch_model  # noqa: E402
-from comfyui_zstar.nodes.record import record_style  # noqa: E402
-from comfyui_zstar.nodes.sampler import zstar_sample  # noqa: E402
-from comfyui_zstar.nodes.style_bank import (NONE, ZStarLoadStyle, ZStarSaveStyle, list_styles, load_style,  # noqa: E402
-                                            save_style)
+from comfyui_zstar.zstar_attention import style_file  # noqa: E402
+from comfyui_zstar.zstar_runtime import style_folders as style_bank  # noqa: E402
+from comfyui_zstar.zstar_runtime.patch import patch_model  # noqa: E402
+from comfyui_zstar.zstar_runtime.record import record_style  # noqa: E402
+from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
+from comfyui_zstar.zstar_runtime.style_folders import NONE, list_styles, load_style, save_style  # noqa: E402
+from comfyui_zstar.nodes.style_bank import ZStarLoadStyle, ZStarSaveStyle  # noqa: E402
 from comfyui_zstar.zstar_attention import ZStarError  # noqa: E402
 from comfy_execution.graph_utils import ExecutionBlocker  # noqa: E402
 
@@ -132,7 +133,7 @@ def test_a_crash_mid_write_leaves_no_file_under_the_name(inv, output_dir, monkey
             f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"partial")  # a header cut short
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(style_bank, "_write_safetensors", crash)
+    monkeypatch.setattr(style_file, "_write_safetensors", crash)
     with pytest.raises(OSError, match="No space left"):
         save_style("new", inversion=inv[3])
     assert not (output_dir / "new.safetensors").exists()
@@ -140,7 +141,7 @@ def test_a_crash_mid_write_leaves_no_file_under_the_name(inv, output_dir, monkey
     monkeypatch.undo()
     save_style("kept", inversion=inv[3])
     before = (output_dir / "kept.safetensors").read_bytes()
-    monkeypatch.setattr(style_bank, "_write_safetensors", crash)
+    monkeypatch.setattr(style_file, "_write_safetensors", crash)
     with pytest.raises(OSError):
         save_style("kept", inversion=inv[2], overwrite=True)
     assert (output_dir / "kept.safetensors").read_bytes() == before  # the old style survives whole

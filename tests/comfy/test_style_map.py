@@ -14,10 +14,12 @@ import models
 from zstar_fixtures import _inference_mode, empty, inv, model  # noqa: F401 (pytest fixtures)
 
 harness.load_pack()
-from comfyui_zstar.nodes.patch import patch_model  # noqa: E402
-from comfyui_zstar.nodes.record import record_style  # noqa: E402
-from comfyui_zstar.nodes.sampler import zstar_sample  # noqa: E402
-from comfyui_zstar.nodes.style_map import ZStarStyleMap, colorize, style_map, token_grid  # noqa: E402
+from comfyui_zstar.zstar_runtime.patch import patch_model  # noqa: E402
+from comfyui_zstar.zstar_runtime.record import record_style  # noqa: E402
+from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
+from comfyui_zstar.nodes.style_map import ZStarStyleMap  # noqa: E402
+from comfyui_zstar.zstar_runtime.style_map import colorize, style_map  # noqa: E402
+from comfyui_zstar.zstar_attention import token_grid  # noqa: E402
 from comfyui_zstar.zstar_attention import ZStarError  # noqa: E402
 
 STEPS = 6

@@ -13,9 +13,9 @@ import harness
 import models
 
 harness.load_pack()
-from comfyui_zstar.nodes import host  # noqa: E402
-from comfyui_zstar.nodes.inversion import invert_latent  # noqa: E402
-from comfyui_zstar.nodes.patch import CONFIG_KEY, ZStarAttn1  # noqa: E402
+from comfyui_zstar.zstar_runtime import host  # noqa: E402
+from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
+from comfyui_zstar.zstar_runtime.patch import CONFIG_KEY, ZStarAttn1  # noqa: E402
 
 
 class HostAttention(ZStarAttn1):

@@ -1,40 +1,7 @@
-"""Layer numbering (ComfyUI attn1 keys), layer strings, step windows, and the paper preset."""
+"""Layer strings, step windows, and the paper preset (each family's layer numbering: tests/comfy/test_families.py)."""
 import pytest
 
-from zstar_attention import (
-    ARCHITECTURES, PAPER_PRESET, SD2_ATTN1_KEYS, SD15_ATTN1_KEYS, SDXL_ATTN1_KEYS, SDXL_PAPER_LAYERS, ZStarError,
-    parse_layers, select_attn1_keys, step_window,
-)
-
-
-def test_sd15_keys_exact():
-    assert SD15_ATTN1_KEYS == (
-        ("input", 1, 0), ("input", 2, 0), ("input", 4, 0), ("input", 5, 0), ("input", 7, 0), ("input", 8, 0),
-        ("middle", 0, 0),
-        ("output", 3, 0), ("output", 4, 0), ("output", 5, 0), ("output", 6, 0), ("output", 7, 0),
-        ("output", 8, 0), ("output", 9, 0), ("output", 10, 0), ("output", 11, 0),
-    )
-    assert SD2_ATTN1_KEYS == SD15_ATTN1_KEYS
-
-
-def test_paper_layers_are_output_blocks_6_to_11():
-    assert select_attn1_keys("10-15", SD15_ATTN1_KEYS) == tuple(("output", i, 0) for i in range(6, 12))
-    assert ARCHITECTURES["sd15"].paper_layers == ARCHITECTURES["sd2"]["paper_layers"] == "10-15"
-
-
-def test_sdxl_keys_count_and_order():
-    assert len(SDXL_ATTN1_KEYS) == 70 and len(set(SDXL_ATTN1_KEYS)) == 70
-    expected = (
-        [("input", 4, i) for i in range(2)] + [("input", 5, i) for i in range(2)]
-        + [("input", 7, i) for i in range(10)] + [("input", 8, i) for i in range(10)]
-        + [("middle", 0, i) for i in range(10)]
-        + [("output", b, i) for b in (0, 1, 2) for i in range(10)]
-        + [("output", b, i) for b in (3, 4, 5) for i in range(2)]
-    )
-    assert SDXL_ATTN1_KEYS == tuple(expected)
-    paper = select_attn1_keys(SDXL_PAPER_LAYERS, SDXL_ATTN1_KEYS)
-    assert ARCHITECTURES["sdxl"].keys == SDXL_ATTN1_KEYS and ARCHITECTURES["sdxl"].paper_layers == SDXL_PAPER_LAYERS
-    assert paper == tuple(k for k in SDXL_ATTN1_KEYS if k[0] == "output" and k[1] <= 5) and len(paper) == 36
+from zstar_attention import PAPER_PRESET, ZStarError, parse_layers, select_attn1_keys, step_window
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -72,9 +39,9 @@ def test_parse_layers_bad(spec, fragment):
     assert fragment in str(info.value)
 
 
-def test_parse_layers_names_sdxl_range():
+def test_parse_layers_names_the_range_of_the_keys_given():
     with pytest.raises(ZStarError) as info:
-        select_attn1_keys("70", SDXL_ATTN1_KEYS)
+        select_attn1_keys("70", [("output", i, 0) for i in range(70)])
     assert "layers: layer 70 is out of range (layers 0-69)" in str(info.value)
 
 

@@ -1,0 +1,96 @@
+"""The model families Z* supports, one adapter module each, and how a MODEL finds its family.
+
+    sd.py     SD1.5 and SD2.x (the paper's family)
+    sdxl.py   SDXL
+    unet.py   what the U-Net families share (attn1 replacement, DDIM on a DDPM schedule)
+    base.py   what an adapter must provide
+
+`describe(model)` names the family of a ComfyUI MODEL, or stops with an error that names the
+model and what Z* takes, so a model we do not know is never patched at the wrong places.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ...zstar_attention import ZStarError, parse_layers
+from .base import ModelFamily
+from .sd import SD2, SD15
+from .sdxl import SDXL
+from .unet import SUPPORTED
+
+__all__ = ["FAMILIES", "SD2", "SD15", "SDXL", "ModelFamily", "ModelInfo", "describe", "family", "layer_tables",
+           "resolve_layers", "AUTO_LAYERS", "MAX_LAYERS"]
+
+FAMILIES: tuple[ModelFamily, ...] = (SD2, SD15, SDXL)  # SD2 before SD1.5: same layout, told apart by config
+AUTO_LAYERS = ("", "auto", "paper")
+
+
+def family(name: str) -> ModelFamily:
+    for f in FAMILIES:
+        if f.name == name:
+            return f
+    raise ZStarError(f"model family '{name}' is not one of {', '.join(f.name for f in FAMILIES)}")
+
+
+def layer_tables() -> dict:
+    """{family name: its layer keys}, for data (style files) that name layers by number."""
+    return {f.name: f.layer_keys for f in FAMILIES}
+
+
+MAX_LAYERS = max(len(f.layer_keys) for f in FAMILIES)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What Z* knows about one MODEL: its family and the values read off it."""
+
+    family: ModelFamily
+    sigma_table: torch.Tensor  # ComfyUI's σ(t) for t = 0..T-1 (float32, cpu)
+    type_name: str
+
+    @property
+    def arch(self) -> str:
+        return self.family.name
+
+    @property
+    def attn1_keys(self) -> tuple:
+        return self.family.layer_keys
+
+    @property
+    def paper_layers(self) -> str:
+        return self.family.default_layers
+
+
+def model_type_name(model) -> str:
+    inner = model.model
+    config = getattr(inner, "model_config", None)
+    name = f"{type(inner).__name__}/{type(config).__name__}" if config is not None else type(inner).__name__
+    prediction = getattr(getattr(inner, "model_type", None), "name", "EPS")
+    return name if prediction == "EPS" else f"{name} ({prediction.lower()})"
+
+
+def describe(model) -> ModelInfo:
+    """ModelInfo for a MODEL, or a ZStarError naming what the model is and what Z* takes."""
+    type_name = model_type_name(model)
+    network = None
+    for f in FAMILIES:
+        keys = f.read_layer_keys(model)
+        if keys is None:
+            continue
+        network = keys
+        f.check_sampling(model, type_name)
+        if f.matches(model, keys):
+            return ModelInfo(family=f, sigma_table=f.sigma_table(model), type_name=type_name)
+    if network is None:
+        inner = type(model.get_model_object("diffusion_model")).__name__
+        raise ZStarError(f"model: {SUPPORTED}; this MODEL is {type_name} ({inner})")
+    raise ZStarError(f"model: {SUPPORTED}; this MODEL ({type_name}) has a U-Net with "
+                     f"{len(network)} self-attention layers in an unknown layout")
+
+
+def resolve_layers(info: ModelInfo, layers: str) -> tuple:
+    """Layer numbers for a user's layer string; 'auto' (or empty) = the family's default."""
+    spec = info.family.default_layers if layers.strip().lower() in AUTO_LAYERS else layers
+    return parse_layers(spec, len(info.family.layer_keys))

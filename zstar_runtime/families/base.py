@@ -1,0 +1,82 @@
+"""What a model family adapter must provide. One module per family; everything else asks it.
+
+Adding a family (Flux, SD3.5, …) means one new module with a ModelFamily subclass or
+instance registered in families/__init__.py, and its tests; the patch, the sampler, the
+inversion, the style bank and the node validation read everything family-specific from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+Key = tuple  # how the host addresses one attention layer (for U-Nets: (block, block id, depth index))
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One family of models Z* supports.
+
+    name: the id stored in inversions, records and style files ("sd15").
+    label: how messages name it ("SD1.5").
+    layer_keys: every attention layer Z* can reweight, in execution order; a layer string's
+        numbers index this tuple ("10-15" = layer_keys[10:16]).
+    default_layers: what "auto" means for this family.
+    default_source: where that default comes from (the paper, or our own documented choice).
+    """
+
+    name: str
+    label: str
+    layer_keys: tuple
+    default_layers: str
+    default_source: str
+
+    # -- recognising a ComfyUI MODEL
+
+    def matches(self, model, layer_keys: tuple) -> bool:
+        """Whether `model` (a ModelPatcher), whose layers read off its network are
+        `layer_keys`, belongs to this family."""
+        raise NotImplementedError
+
+    def read_layer_keys(self, model) -> tuple | None:
+        """The model's attention layers in execution order, or None if it is not this kind of network."""
+        raise NotImplementedError
+
+    def check_sampling(self, model, type_name: str):
+        """Raise ZStarError if the model's noise parameterisation is not one Z* can invert."""
+        raise NotImplementedError
+
+    # -- the Z* hook
+
+    def install(self, patched, hook: Callable, keys: tuple):
+        """Put `hook` on `keys` of `patched` (a clone Z* owns), through the host's public mechanism."""
+        raise NotImplementedError
+
+    def installed(self, model) -> dict:
+        """{key: hook} of the replacements now on the model's attention layers."""
+        raise NotImplementedError
+
+    def remove(self, patched, keys: tuple):
+        """Take the replacements on `keys` off `patched` (a clone Z* owns)."""
+        raise NotImplementedError
+
+    def layer_of_call(self, extra_options: dict) -> Key:
+        """Which layer a hook call is for, from the host's per-call options."""
+        raise NotImplementedError
+
+    def token_grid_of_call(self, extra_options: dict) -> tuple:
+        """(h, w) of the calling layer's token grid."""
+        raise NotImplementedError
+
+    # -- noise parameterisation and the inversion step
+
+    def sigma_table(self, model) -> torch.Tensor:
+        """The model's σ for each training timestep (float32, CPU)."""
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
+        """One deterministic sampler step from σ to σ_next; inversion runs it with σ_next > σ."""
+        raise NotImplementedError
+
+    latent_to_pixels: int = 8

@@ -1,0 +1,161 @@
+"""The Z* attention hook: installed into a clone of the MODEL, it dispatches every call of a
+chosen layer to the core's reweighted attention for the situation at hand.
+
+Which core function runs (zstar_attention's module map has the details):
+- no Z* run in progress, outside the step window, or a fast-mode recording: the host's own attention;
+- paper path (content and style rows stacked in the batch): zstar_batch_attention;
+- fast mode (content rows only, the style from a Style Record): recorded_style_attention.
+A region mask and several styles are arguments of both.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from ..zstar_attention import (ZStarError, check_strength, recorded_style_attention, rows_per_chunk,
+                               zstar_batch_attention)
+from . import host
+from .families import ModelFamily, describe, family, resolve_layers
+
+CONFIG_KEY = "zstar"
+RUN_KEY = "zstar_run"
+
+
+@dataclass(frozen=True)
+class ZStarConfig:
+    """What the patch node decided; read by the sampler. Immutable, so clone()'s deepcopy is harmless."""
+
+    style_scale: float
+    style_self_scale: float
+    layers: tuple
+    keys: tuple
+    start_step: int
+    end_step: int
+    arch: str
+
+
+class ZStarAttn1:
+    """The hook on one family's attention layers. Without a Z* run in progress (or outside its
+    window) it is exactly the host's attention, so a patched model in any other sampler behaves
+    as unpatched."""
+
+    def __init__(self, config: ZStarConfig):
+        self.config = config
+        self.family: ModelFamily = family(config.arch)
+
+    def __call__(self, q, k, v, extra_options):
+        attention = host.host_attention(extra_options)
+        heads = extra_options["n_heads"]
+        run = extra_options.get(RUN_KEY)
+        if run is None:
+            return attention(q, k, v, heads)
+        key = self.family.layer_of_call(extra_options)
+        if run.extra.get("sink") is not None:  # recording a style for fast mode
+            run.extra["sink"](run.step, key, extra_options["cond_or_uncond"], k, v)
+            return attention(q, k, v, heads)
+        if not run.reweight:
+            return attention(q, k, v, heads)
+        mask = query_mask_for(run, self.family.token_grid_of_call(extra_options))
+        probe = _probe(run, key, extra_options)
+        if run.stacked:
+            return zstar_batch_attention(q, k, v, heads, run.layout, len(extra_options["cond_or_uncond"]),
+                                         run.style_scales, run.style_self_scale, attention=attention,
+                                         query_mask=mask, probe=probe)
+        if run.record is not None:
+            halves = extra_options["cond_or_uncond"]
+            rows_per_chunk(q.shape[0], len(halves), run.layout.n_content)
+            return recorded_style_attention(q, k, v, heads, run.layout.n_content,
+                                            [recorded_halves(r, run.step, key, halves) for r in run.record],
+                                            run.style_scales, query_mask=mask, attention=attention, probe=probe)
+        return attention(q, k, v, heads)
+
+
+def recorded_halves(record, step: int, key, halves) -> list:
+    """The record's (k, v) for each CFG chunk of a call, or the error that says which half is missing."""
+    found = []
+    for half in halves:
+        entry = record.kv.get((step, key, half))
+        if entry is None:
+            raise ZStarError(f"style: the record has no {'uncond' if half else 'cond'} half for step {step}; "
+                             "record the style with the sampler's cfg")
+        found.append(entry)
+    return found
+
+
+def _probe(run, key, extra_options):
+    probe = run.extra.get("probe")
+    if probe is None:
+        return None
+    return lambda q, k, style_keys, scales: probe(run.step, key, q, k, style_keys, scales, extra_options["n_heads"])
+
+
+def query_mask_for(run, grid: tuple):
+    """The region mask resized to a layer's (h, w) token grid, (n_content, h*w) bool, cached per grid."""
+    if run.query_mask is None:
+        return None
+    h, w = grid
+    cache = run.extra.setdefault("mask_cache", {})
+    if (h, w) not in cache:
+        m = torch.nn.functional.interpolate(run.query_mask[:, None].float(), size=(h, w), mode="area")[:, 0]
+        m = (m > 0.5).reshape(m.shape[0], h * w)
+        cache[(h, w)] = m.expand(run.layout.n_content, h * w)
+    return cache[(h, w)]
+
+
+def patch_model(model, style_scale, style_self_scale, layers, start_step, end_step):
+    """A clone of `model` with Z* on the chosen layers and steps (what Z* Attention Patch returns)."""
+    check_strength(style_scale, "style_strength")
+    check_strength(style_self_scale, "style_self_strength")
+    if not 0 <= start_step < end_step:
+        raise ZStarError(f"start_step/end_step: need 0 ≤ start_step < end_step, got {start_step} and {end_step}")
+    info = describe(model)
+    chosen = resolve_layers(info, layers)
+    keys = tuple(info.attn1_keys[i] for i in chosen)
+    config = ZStarConfig(style_scale=float(style_scale), style_self_scale=float(style_self_scale),
+                         layers=chosen, keys=keys, start_step=int(start_step), end_step=int(end_step),
+                         arch=info.arch)
+    patched = install_patch(model, config)
+    patched.model_options.setdefault("transformer_options", {})[CONFIG_KEY] = config
+    return patched
+
+
+def install_patch(model, config: ZStarConfig):
+    """A clone of model with ZStarAttn1 on config.keys, through the family's hook.
+
+    One Z* patch at a time: the Z* layers of an earlier patch on this MODEL are removed first,
+    so a second Attention Patch replaces the first completely instead of adding to it.
+    """
+    fam = family(config.arch)
+    patched = model.clone()
+    existing = fam.installed(patched)
+    earlier = tuple(k for k, p in existing.items() if isinstance(p, ZStarAttn1))
+    fam.remove(patched, earlier)
+    foreign = [k for k in config.keys if k in existing and k not in earlier]
+    if foreign:
+        logging.warning("Z*: replacing another node's attn1 patch on %s", foreign)
+    patched.model_options.setdefault("transformer_options", {}).pop(CONFIG_KEY, None)
+    fam.install(patched, ZStarAttn1(config), config.keys)
+    return patched
+
+
+def zstar_config(model) -> ZStarConfig:
+    """The MODEL's Z* patch, checked to be still in place."""
+    config = model.model_options.get("transformer_options", {}).get(CONFIG_KEY)
+    if config is None:
+        raise ZStarError("model: this MODEL carries no Z* patch; connect it through 'Z* Attention Patch' first")
+    check_patch_installed(model, config)
+    return config
+
+
+def check_patch_installed(model, config: ZStarConfig):
+    """Every layer the config names must still run ZStarAttn1 in this MODEL; a node applied
+    after the patch that replaced some of them would otherwise give a silently plain run."""
+    hooks = family(config.arch).installed(model)
+    lost = [(n, key) for n, key in zip(config.layers, config.keys) if not isinstance(hooks.get(key), ZStarAttn1)]
+    if lost:
+        names = ", ".join(f"{n} ({block} {block_id}.{index})" for n, (block, block_id, index) in lost)
+        raise ZStarError(f"model: Z* layers {names} no longer carry the Z* attention: a node applied after "
+                         "'Z* Attention Patch' replaced their self-attention. Apply that node before the patch, "
+                         "or leave those layers out of the patch's layers")
