@@ -15,11 +15,10 @@ Nothing reaches the network: API nodes are off, the database is in memory, the f
 installed comfyui-frontend-package, and the comfy API base points at a closed local port.
 
 Only the standard library and pytest here; the HTTP client and the launcher are the headless
-runner's (scripts/zstar_batch.py), so the tests exercise the code users run.
+runner's (the zstar_batch package), so the tests exercise the code users run.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -40,14 +39,13 @@ CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
 
 
 def load_runner():
-    """scripts/zstar_batch.py as a module (it is a script, not part of the package)."""
-    name = "zstar_batch"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "zstar_batch.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """The headless runner, the standard-library package zstar_batch/ at the repo root (imported
+    top-level, not through the pack: it needs neither ComfyUI nor the pack's other code)."""
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))  # appended, like tests/conftest.py: ComfyUI's own modules stay first
+    import zstar_batch
+
+    return zstar_batch
 
 
 runner = load_runner()

@@ -1,116 +1,23 @@
-"""scripts/zstar_batch.py without ComfyUI: scheduling, workflow filling, checks, websocket frames.
+"""The batch runner (zstar_batch/) without a server: workflow filling, checks, websocket frames.
 
-The runner against a real server is in tests/comfy/test_batch_runner.py.
+Its job loop against fake servers is in test_zstar_batch_runs.py, against a real ComfyUI in
+tests/comfy/test_batch_runner.py.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import struct
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+import zstar_batch as zb
+
 REPO = Path(__file__).resolve().parents[2]
 BASIC = REPO / "example_workflows" / "api" / "zstar_basic.json"
-
-
-def _load(name: str, path: Path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-zb = _load("zstar_batch", REPO / "scripts" / "zstar_batch.py")
-
-
-def jobs(n):
-    return [zb.Job(i + 1, Path(f"c{i}.png"), Path("s.png")) for i in range(n)]
-
-
-def run_fake(servers: dict, n_jobs: int):
-    """Drive the Scheduler with fake servers: servers[name](job) returns, or raises
-    ServerDown / JobFailed. Returns the scheduler after every worker has stopped."""
-    sched = zb.Scheduler(jobs(n_jobs), list(servers))
-    in_flight = {name: 0 for name in servers}
-    peak = {name: 0 for name in servers}
-    lock = threading.Lock()
-
-    def worker(name):
-        while True:
-            job = sched.take(name)
-            if job is None:
-                return
-            with lock:
-                in_flight[name] += 1
-                peak[name] = max(peak[name], in_flight[name])
-            try:
-                servers[name](job)
-                sched.finish(job, name)
-            except zb.ServerDown as e:
-                sched.fail(job, name, str(e), retire=True)
-                return
-            except zb.JobFailed as e:
-                sched.fail(job, name, str(e))
-            finally:
-                with lock:
-                    in_flight[name] -= 1
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in servers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not any(t.is_alive() for t in threads), "a worker hung"
-    return sched, peak
-
-
-def test_jobs_spread_over_servers_one_in_flight_each():
-    sched, peak = run_fake({"a": lambda j: time.sleep(0.05), "b": lambda j: time.sleep(0.05)}, 6)
-    assert len(sched.done) == 6 and not sched.failed
-    used = {j.server for j in sched.done}
-    assert used == {"a", "b"}
-    assert peak == {"a": 1, "b": 1}
-
-
-def test_a_server_that_goes_down_is_retired_and_its_job_runs_elsewhere():
-    def broken(job):
-        raise zb.ServerDown("connection refused")
-
-    sched, _ = run_fake({"dead": broken, "ok": lambda j: time.sleep(0.02)}, 4)
-    assert len(sched.done) == 4 and not sched.failed
-    assert all(j.server == "ok" for j in sched.done)
-    retried = [j for j in sched.done if j.tried]
-    assert len(retried) == 1 and retried[0].tried[0][0] == "dead"
-    assert "after dead failed" in zb.summary_table(sched)
-
-
-def test_a_job_failing_everywhere_is_reported_once_per_server_and_others_finish():
-    def picky(job):
-        if job.index == 2:
-            raise zb.JobFailed("node 13 failed")
-        time.sleep(0.01)
-
-    sched, _ = run_fake({"a": picky, "b": picky}, 3)
-    assert [j.index for j in sched.failed] == [2]
-    assert {s for s, _ in sched.failed[0].tried} == {"a", "b"}
-    assert len(sched.done) == 2
-    assert "FAILED" in zb.summary_table(sched)
-
-
-def test_all_servers_down_fails_every_job_without_hanging():
-    def broken(job):
-        raise zb.ServerDown("gone")
-
-    sched, _ = run_fake({"a": broken, "b": broken}, 5)
-    assert len(sched.failed) == 5 and not sched.done
 
 
 def test_workflow_slots_and_settings():
