@@ -36,13 +36,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from zstar_attention import (RowLayout, attention_over_rows, reweighted_attention,  # noqa: E402
+from zstar_attention import (PAPER_PRESET, RowLayout, attention_over_rows, reweighted_attention,  # noqa: E402
                              reweighted_attention_reference, sdpa_attention, zstar_batch_attention)
 
 from timing import interleaved  # noqa: E402
 
 HEADS, DIM_HEAD = 8, 40
-STYLE_SCALE, STYLE_SELF_SCALE = 1.2, 1.5
+STYLE_SCALE, STYLE_SELF_SCALE = PAPER_PRESET.style_scale, PAPER_PRESET.style_self_scale
 VARIANTS = ("plain", "zstar", "copy", "einsum", "layer_plain", "layer_zstar")
 LAYER_SIDE = 64  # the [content; style] layer rows run at this latent side only
 

@@ -123,13 +123,13 @@ def attention_section(results, dtype, quick: bool) -> tuple[list[str], float, fl
             t, m = r["times"], r["mem"]
             lt = best(t["layer_zstar"]) / best(t["layer_plain"])
             lm = m["layer_zstar"]["total"] / m["layer_plain"]["total"] if m else NAN
-            out.append(f"Patched layer at 64² (2 rows: content + style, λ 1.2, λ_style 1.5, zstar_batch_attention) vs the "
-                       f"unpatched layer on the same 2 rows: time {lt:.2f}×, peak {fmt(lm)}×.")
+            out.append(f"Patched layer at 64² (2 rows: content + style, λ {attn.STYLE_SCALE}, λ_style {attn.STYLE_SELF_SCALE}, "
+                       f"zstar_batch_attention) vs the unpatched layer on the same 2 rows: time {lt:.2f}×, peak {fmt(lm)}×.")
     return out, t_ratio, m_ratio
 
 
 def pipeline_section(res, device) -> tuple[list[str], float, float, float]:
-    from pipeline import END_STEP, RERUN_SCALE, START_STEP, STEPS
+    from pipeline import END_STEP, LAYERS, RERUN_SCALE, START_STEP, STEPS, STYLE_SELF_SCALE
 
     u, runs = res.unet, res.runs
     step_ratio = best(u["patched_2rows"]) / best(u["unpatched_2rows"])
@@ -161,7 +161,7 @@ def pipeline_section(res, device) -> tuple[list[str], float, float, float]:
            "",
            "U-Net step, best of interleaved repetitions (median):",
            f"  unpatched, 2 rows (content + style)          {best(u['unpatched_2rows']) * 1e3:9.1f} ms [{median(u['unpatched_2rows']) * 1e3:8.1f}]",
-           f"  patched, 2 rows, Z* in layers 10-15 (paper)  {best(u['patched_2rows']) * 1e3:9.1f} ms [{median(u['patched_2rows']) * 1e3:8.1f}]"
+           f"  patched, 2 rows, Z* in layers {LAYERS} (paper)  {best(u['patched_2rows']) * 1e3:9.1f} ms [{median(u['patched_2rows']) * 1e3:8.1f}]"
            f"   ratio {step_ratio:.3f}",
            f"  unpatched, 1 row                             {best(u['unpatched_1row']) * 1e3:9.1f} ms [{median(u['unpatched_1row']) * 1e3:8.1f}]",
            f"  fast mode, 1 content row + recorded K/V      {best(u['fast_1row']) * 1e3:9.1f} ms [{median(u['fast_1row']) * 1e3:8.1f}]"
@@ -176,16 +176,17 @@ def pipeline_section(res, device) -> tuple[list[str], float, float, float]:
     out.append(f"  style record (fast mode)                     {res.record_seconds:7.2f} s   {res.record_mib:.1f} MiB")
     out += ["",
             f"Re-run after changing λ to {RERUN_SCALE} (inversions and record cached), interleaved, best (median):",
-            f"  paper preset (style inversion, λ_style 1.5)  {s(runs['paper'])}   U-Net: {rows('paper')}",
+            f"  paper preset (style inversion, λ_style {STYLE_SELF_SCALE})  {s(runs['paper'])}   U-Net: {rows('paper')}",
             f"  its U-Net row evaluations timed alone: {START_STEP} × 1 row + {window} × 2 rows, each call's median "
             f"{median(res.bare_calls['1 row']):.3f} s / {median(res.bare_calls['2 rows']):.3f} s",
             f"    sum {bare:7.2f} s (raw sums {s(runs['bare_unet_sum'])})   e2e ratio {e2e:.3f}",
             f"    (time inside the U-Net during that run {inside.get('paper', NAN):.2f} s: run / inside = "
             f"{best(runs['paper']) / inside['paper']:.3f})",
             f"  fast mode (style record, λ_style 0)          {s(runs['fast'])}   U-Net: {rows('fast')}",
-            f"    paper / fast = {e2e_fast:.2f}; from the U-Net steps alone (5·1 row + 25·patched 2 rows) / (5·1 row + 25·fast row) "
+            f"    paper / fast = {e2e_fast:.2f}; from the U-Net steps alone ({START_STEP}·1 row + {window}·patched 2 rows) / "
+            f"({START_STEP}·1 row + {window}·fast row) "
             f"= {bound:.2f}, as 2 rows cost {batch:.2f}× one row here",
-            f"  fast vs replay, relative difference: λ_style 1.5 (paper) {res.diff_fast_vs_replay_on:.2e}, "
+            f"  fast vs replay, relative difference: λ_style {STYLE_SELF_SCALE} (paper) {res.diff_fast_vs_replay_on:.2e}, "
             f"λ_style 0 {res.diff_fast_vs_replay_off:.2e}"]
     if cuda and res.peak:
         p = {k: v / 2**30 for k, v in res.peak.items()}
@@ -195,7 +196,9 @@ def pipeline_section(res, device) -> tuple[list[str], float, float, float]:
 
 
 def gpu_section(rows, label) -> list[str]:
-    out = [f"## Per image: {label}, 30 steps, cfg 1 (seconds, peak memory allocated)", "",
+    from pipeline import STEPS
+
+    out = [f"## Per image: {label}, {STEPS} steps, cfg 1 (seconds, peak memory allocated)", "",
            "| size | paper preset: s / image | peak GiB | fast mode: s / image | peak GiB | inversion pair (batched) s | record s | record MiB |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -249,7 +252,7 @@ def main(argv=None) -> int:
         backend = comfy_attention.optimized_attention.__name__
         latent = args.latent or (16 if quick else 64)
         log(f"building the {'small' if quick else 'full-size'} SD1.5 U-Net")
-        sd = pipeline.build_sd15(models, "quick" if quick else "full", device=device, dtype=dtype)
+        sd = pipeline.build_sd15(models, "small" if quick else "full", device=device, dtype=dtype)
         res = pipeline.run_pipeline(sd, models, latent, unet_reps=9 if quick else 3, run_reps=3 if quick else 1,
                                     device=device, log=log, separate_inversion=quick)
         lines, ratios["unet_step_ratio"], ratios["e2e_ratio"], ratios["e2e_fast_ratio"] = pipeline_section(res, device)

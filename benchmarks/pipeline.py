@@ -16,10 +16,15 @@ import torch
 from timing import best, interleaved, sync, timed
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = 30
-STYLE_SCALE, STYLE_SELF_SCALE = 1.2, 1.5  # paper preset
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from zstar_attention.presets import PAPER_PRESET  # noqa: E402
+
+STEPS = PAPER_PRESET.steps
+STYLE_SCALE, STYLE_SELF_SCALE = PAPER_PRESET.style_scale, PAPER_PRESET.style_self_scale
 RERUN_SCALE = 1.4  # the λ the artist changes to before re-running
-START_STEP, END_STEP, LAYERS = 5, 30, "10-15"
+START_STEP, END_STEP, LAYERS = PAPER_PRESET.start_step, PAPER_PRESET.end_step, PAPER_PRESET.layers
 
 
 def setup(device: str, attention: str = "pytorch"):
@@ -35,7 +40,7 @@ def setup(device: str, attention: str = "pytorch"):
         comfy.cli_args.args.cpu = True  # before comfy.model_management is imported
     if attention == "pytorch":
         comfy.cli_args.args.use_pytorch_cross_attention = True
-    import models  # tests/comfy/models.py: SD1.5 config, random init, conds, latents
+    import models  # tests/comfy/models.py: the SD1.5 builder, conds, latents
 
     harness.load_pack()
     from comfyui_zstar.zstar_runtime import inversion, patch, record, sampler
@@ -66,32 +71,13 @@ class Sd15:
     label: str
 
 
-# U-Net widths: SD1.5 itself, and the toy width of the tests for --quick.
-WIDTHS = {
-    "full": dict(model_channels=320, context_dim=768, num_heads=8),
-    "quick": {},  # tests/comfy/models.py: 32 channels, 9M parameters
-}
-
-
-def build_sd15(models, width: str, device, dtype, seed: int = 0, out_scale: float = 0.05) -> Sd15:
-    """SD1.5's block layout with random weights at one of WIDTHS ("full": the real U-Net,
-    860M parameters)."""
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    unet_config = models.sd15_unet_config(**WIDTHS[width])
-    model_config = comfy.supported_models.SD15(unet_config)
-    model_config.set_inference_dtype(dtype, None)
-    model = model_config.get_model({}, device=torch.device("cpu"))
-    models.init_random(model.diffusion_model, seed)
-    with torch.no_grad():  # small, smooth ε as a trained model's (see small_sd15)
-        model.diffusion_model.out[-1].weight.mul_(out_scale)
-        model.diffusion_model.out[-1].bias.mul_(out_scale)
-    model.diffusion_model.to(dtype)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device(device),
-                                               offload_device=torch.device("cpu"))
+def build_sd15(models, width: str, device, dtype, seed: int = 0) -> Sd15:
+    """The tests' SD1.5 builder (models.sd15) at one of models.SD15_WIDTHS: "full" is the real
+    U-Net (860M parameters), "small" the tests' toy one (9M)."""
+    patcher = models.sd15(seed, width, dtype=dtype, load_device=torch.device(device))
+    unet_config = patcher.model.model_config.unet_config
     ctx = unet_config["context_dim"]
-    params = sum(p.numel() for p in model.diffusion_model.parameters())
+    params = sum(p.numel() for p in patcher.model.diffusion_model.parameters())
     label = (f"SD1.5 {'full' if width == 'full' else 'quick stand-in'} ({unet_config['model_channels']} ch, "
              f"{params / 1e6:.0f}M params, random weights)")
     return Sd15(patcher, models.cond(1, 77, ctx), ctx, label)

@@ -21,6 +21,7 @@ below mirror ComfyUI's /object_info; the ComfyUI test tier checks them against r
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import uuid
@@ -115,10 +116,27 @@ SIZES = {"CheckpointLoaderSimple": (315, 98), "LoadImage": (274, 314), "ImageSca
          "ZStarStyleMix": (290, 250), "ZStarStyleRecord": (290, 200), "ZStarStyleMap": (290, 290),
          "ZStarSaveStyle": (290, 106), "ZStarLoadStyle": (290, 106), "SolidMask": (270, 106),
          "MaskComposite": (270, 130), "PreviewImage": (300, 330)}
-# Paper preset (the authors' code): 30 DDIM steps, λ = 1.2, λ_style = 1.5, layers 10–15, steps 5..29,
-# anchor 0.01, replayed style branch, CFG 1 with the empty prompt.
-PAPER = {"steps": 30, "style_strength": 1.2, "style_self_strength": 1.5, "layers": "auto", "start_step": 5,
-         "end_step": 30, "cfg": 1.0, "content_anchor": 0.01, "style_mode": "replay"}
+
+
+def paper_preset():
+    """zstar_attention/presets.py's PAPER_PRESET, loaded by file path: the package's __init__
+    imports torch, and this script needs only the standard library."""
+    name = "zstar_workflows_presets"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE.parent / "zstar_attention" / "presets.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[name].PAPER_PRESET
+
+
+# The paper preset as widget values. layers "auto" is the preset's layers on SD1.5 (10-15) and
+# their equivalent on SD2.x/SDXL; the sampler runs CFG 1 with the empty prompt and replays the
+# style branch, as the authors' code does.
+PRESET = paper_preset()
+PAPER = {"steps": PRESET.steps, "style_strength": PRESET.style_scale, "style_self_strength": PRESET.style_self_scale,
+         "layers": "auto", "start_step": PRESET.start_step, "end_step": PRESET.end_step, "cfg": 1.0,
+         "content_anchor": PRESET.anchor, "style_mode": "replay"}
 GRID_X, GRID_Y = 340, 150
 
 

@@ -2,8 +2,8 @@
 
 The key names and shapes come from ComfyUI's own model classes, built on the 'meta' device
 (no memory, no download):
-- U-Net: comfy's UNetModel with SD1.5's config (the `SD15` entry of comfy/model_detection.py),
-  under 'model.diffusion_model.';
+- U-Net: comfy's UNetModel with SD1.5's config (models.SD15_LAYOUT, the `SD15` entry of
+  comfy/model_detection.py), under 'model.diffusion_model.';
 - VAE: comfy's AutoencoderKL with SD's ddconfig (comfy/sd.py), under 'first_stage_model.';
 - CLIP-L: comfy's SD1 text encoder, under 'cond_stage_model.transformer.text_model.';
 - ControlNet: comfy/cldm/cldm.py's ControlNet with the same config and a 3-channel hint, under
@@ -34,16 +34,6 @@ CACHE_DIR = Path(os.environ.get("ZSTAR_TEST_CACHE") or REPO / ".cache" / "test-m
 CHECKPOINT_NAME = "zstar_random_sd15.safetensors"
 CONTROLNET_NAME = "zstar_random_sd15_controlnet.safetensors"
 
-# comfy/model_detection.py, unet_config_from_diffusers_unet: the SD15 entry (minus dtype).
-SD15_UNET = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-    "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
-    "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-    "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
-    "context_dim": 768, "num_heads": 8, "num_head_channels": -1,
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-    "use_temporal_attention": False, "use_temporal_resblock": False,
-}
 # comfy/sd.py, VAE: the ddconfig of SD1.x/SD2.x checkpoints.
 SD_VAE_DDCONFIG = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
                    "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
@@ -61,9 +51,11 @@ def sd15_checkpoint_layout() -> dict[str, tuple[int, ...]]:
     import comfy.sd1_clip
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
+    from models import SD15_LAYOUT
+
     ops = comfy.ops.disable_weight_init
     with torch.device("meta"):
-        unet = UNetModel(**SD15_UNET, operations=ops, device="meta")
+        unet = UNetModel(**SD15_LAYOUT, operations=ops, device="meta")
         vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(SD_VAE_DDCONFIG), embed_dim=4)
         clip = comfy.sd1_clip.SDClipModel(device="meta", dtype=torch.float16)
     layout = {}
@@ -80,7 +72,9 @@ def sd15_controlnet_layout() -> dict[str, tuple[int, ...]]:
     import comfy.cldm.cldm
     import comfy.ops
 
-    config = {k: v for k, v in SD15_UNET.items() if k != "out_channels"}
+    from models import SD15_LAYOUT
+
+    config = {k: v for k, v in SD15_LAYOUT.items() if k != "out_channels"}
     with torch.device("meta"):
         net = comfy.cldm.cldm.ControlNet(hint_channels=3, **config, operations=comfy.ops.disable_weight_init, device="meta")
     return {"control_model." + k: s for k, s in _shapes(net).items()}
@@ -148,10 +142,9 @@ def sd15_controlnet(directory: Path | None = None, seed: int = 1) -> Path:
 
 
 if __name__ == "__main__":
-    comfy_path = os.environ.get("COMFYUI_PATH")
-    if not comfy_path or len(sys.argv) != 2:
+    if not os.environ.get("COMFYUI_PATH") or len(sys.argv) != 2:
         sys.exit("usage: COMFYUI_PATH=/path/to/ComfyUI python tests/comfy/checkpoint.py OUTPUT_DIR")
-    sys.path.insert(0, comfy_path)
+    import harness  # noqa: F401  (ComfyUI on sys.path, in CPU mode without a GPU, as models.py needs)
     out = Path(sys.argv[1])
     print(sd15_checkpoint(out))
     print(sd15_controlnet(out))

@@ -1,9 +1,9 @@
 """SD2.x and SDXL layouts end to end, and a clear refusal of models Z* does not support.
 
 Each supported architecture is built as a random-weight model through ComfyUI's own classes
-(comfy.supported_models.SD20 / SDXL, i.e. the BaseModel / SDXL model_base wrappers ComfyUI
-loads a checkpoint into) with that family's exact block layout and shrunken widths, then run
-through inversion, 'auto' patch and sampler.
+(models.sd2 / models.sdxl: comfy.supported_models.SD20 / SDXL, i.e. the BaseModel / SDXL
+model_base wrappers ComfyUI loads a checkpoint into) with that family's exact block layout and
+shrunken widths, then run through inversion, 'auto' patch and sampler.
 """
 from __future__ import annotations
 
@@ -17,17 +17,14 @@ if not harness.COMFYUI_PATH:
 import torch
 
 import comfy.model_detection
-import comfy.model_management
-import comfy.model_patcher
 import comfy.model_sampling
 import comfy.supported_models
 
 import models
-from zstar_fixtures import _inference_mode, unpatched_twin  # noqa: F401 (pytest fixture)
+from zstar_fixtures import _inference_mode, invert, unpatched_twin  # noqa: F401 (pytest fixture)
 from test_nodes_zstar import capture_attn1, plain_reconstruction, rel
 
 harness.load_pack()
-from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
 from comfyui_zstar.zstar_runtime.families import describe  # noqa: E402
 from comfyui_zstar.zstar_runtime.patch import ZStarAttn1, patch_model  # noqa: E402
 from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
@@ -36,75 +33,27 @@ from comfyui_zstar.zstar_runtime.families import family  # noqa: E402
 
 STEPS = 6
 START = 2
-CONTEXT = 64
 TOKENS = 8  # prompt tokens (real: 77); the count does not matter to self-attention
-POOLED = 32  # SDXL's pooled CLIP-G width, shrunk (real: 1280)
-SDXL_ADM_EXTRA = 6 * 256  # height, width, crop_h, crop_w, target_h, target_w, Timestep(256) each
-
-# ComfyUI's own detection tables (comfy/model_detection.py, SD21 and SDXL); build() shrinks the
-# widths (channels 32, context 64) and the head width to 16, so every attention layer has
-# several heads (2 to 8) as the real models do (5 to 20), at a CPU-friendly cost.
-SD2_LAYOUT = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-    "adm_in_channels": None, "in_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
-    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
-    "use_linear_in_transformer": True, "context_dim": 1024, "num_head_channels": 64,
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-    "use_temporal_attention": False, "use_temporal_resblock": False,
-}
-SDXL_LAYOUT = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-    "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4, "model_channels": 320,
-    "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4],
-    "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": 64,
-    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
-    "use_temporal_attention": False, "use_temporal_resblock": False,
-}
-SMALL = {"model_channels": 32, "context_dim": CONTEXT}
-HEAD_CHANNELS = 16
 
 # The paper-equivalent 'auto' layers, written out by hand (not read from the tables under test).
 SD2_AUTO_KEYS = [("output", i, 0) for i in range(6, 12)]  # layers 10-15, as SD1.5
 SDXL_AUTO_KEYS = ([("output", b, i) for b in (0, 1, 2) for i in range(10)]
                   + [("output", b, i) for b in (3, 4, 5) for i in range(2)])  # layers 34-69
 
-
-def build(config_cls, layout: dict, seed: int, state_dict=None, **small):
-    """A ModelPatcher around config_cls's model with `layout` at small widths, random weights."""
-    config = config_cls({**layout, **SMALL, **small})
-    config.unet_config["num_head_channels"] = HEAD_CHANNELS  # the config class forces 64 in __init__
-    config.set_inference_dtype(torch.float32, None)
-    model = config.get_model(state_dict or {}, device=torch.device("cpu"))
-    models.init_random(model.diffusion_model, seed)
-    with torch.no_grad():  # small, smooth ε as in models.small_sd15
-        model.diffusion_model.out[-1].weight.mul_(0.05)
-        model.diffusion_model.out[-1].bias.mul_(0.05)
-    model.diffusion_model.to(torch.float32)
-    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
-                                            offload_device=torch.device("cpu"))
-
-
-def sdxl_cond(seed: int):
-    """An SDXL CONDITIONING: cross-attention tokens plus the pooled output and size conditioning
-    that SDXL.encode_adm turns into the U-Net's "y"."""
-    gen = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, TOKENS, CONTEXT, generator=gen),
-             {"pooled_output": torch.randn(1, POOLED, generator=gen), "width": 128, "height": 128}]]
-
-
 ARCH_CASES = {
-    "sd2": dict(build=lambda: build(comfy.supported_models.SD20, SD2_LAYOUT, 0), cond=lambda: models.cond(1, TOKENS),
+    "sd2": dict(build=lambda: models.sd2(seed=0), cond=lambda: models.cond(1, TOKENS),
                 keys=SD2_AUTO_KEYS, type_name="BaseModel/SD20", first_patched=10),
-    "sdxl": dict(build=lambda: build(comfy.supported_models.SDXL, SDXL_LAYOUT, 0,
-                                     adm_in_channels=POOLED + SDXL_ADM_EXTRA),
-                 cond=lambda: sdxl_cond(1), keys=SDXL_AUTO_KEYS, type_name="SDXL/SDXL", first_patched=34),
+    "sdxl": dict(build=lambda: models.sdxl(seed=0), cond=lambda: models.sdxl_cond(1, TOKENS),
+                 keys=SDXL_AUTO_KEYS, type_name="SDXL/SDXL", first_patched=34),
 }
 
 
 def test_small_layouts_are_the_real_ones():
-    """With the real widths, ComfyUI's own detection picks SD20 and SDXL for these layouts."""
-    sd2 = comfy.model_detection.model_config_from_unet_config(dict(SD2_LAYOUT))
-    sdxl = comfy.model_detection.model_config_from_unet_config(dict(SDXL_LAYOUT))
+    """With the real widths, ComfyUI's own detection picks SD15, SD20 and SDXL for these layouts."""
+    sd15 = comfy.model_detection.model_config_from_unet_config(dict(models.SD15_LAYOUT))
+    sd2 = comfy.model_detection.model_config_from_unet_config(dict(models.SD2_LAYOUT))
+    sdxl = comfy.model_detection.model_config_from_unet_config(dict(models.SDXL_LAYOUT))
+    assert type(sd15) is comfy.supported_models.SD15
     assert type(sd2) is comfy.supported_models.SD20
     assert type(sdxl) is comfy.supported_models.SDXL
 
@@ -116,8 +65,7 @@ def arch(request):
     case = ARCH_CASES[request.param]
     with torch.inference_mode():
         model, cond = case["build"](), case["cond"]()
-        content = invert_latent(model, models.latent(2)["samples"], STEPS, cond, progress=False)[0]
-        style = invert_latent(model, models.latent(3)["samples"], STEPS, cond, progress=False)[0]
+        content, style = invert(model, 2, cond, STEPS), invert(model, 3, cond, STEPS)
         patched = patch_model(model, 1.2, 1.5, "auto", START, STEPS)
         unpatched = unpatched_twin(model, patched)  # same run and batch, the host's attention everywhere
         got, ref, probed = {}, {}, set()
@@ -176,13 +124,12 @@ def test_alongside_self_style_reproduces_plain_reconstruction(arch):
 def test_sd2_v_prediction():
     """SD2.x 768-v: ComfyUI reads v prediction off the checkpoint (SD20.model_type); Z* runs it
     through the same DDIM on the denoised estimate."""
-    model = build(comfy.supported_models.SD20, SD2_LAYOUT, 0,
-                  state_dict={"output_blocks.11.1.transformer_blocks.0.norm1.bias": torch.linspace(-1, 1, 64)})
+    model = models.sd2(seed=0, state_dict={"output_blocks.11.1.transformer_blocks.0.norm1.bias": torch.linspace(-1, 1, 64)})
     sampling = model.get_model_object("model_sampling")
     assert isinstance(sampling, comfy.model_sampling.V_PREDICTION)
     assert describe(model).arch == "sd2"
     cond = models.cond(1, TOKENS)
-    content = invert_latent(model, models.latent(2)["samples"], STEPS, cond, progress=False)[0]
+    content = invert(model, 2, cond, STEPS)
     plain = plain_reconstruction(model, content, cond)
     out, _ = zstar_sample(patch_model(model, 1.0, 1.0, "auto", 0, STEPS), content, content, cond, cond, 1.0,
                           anchor=0.0, style_mode="alongside", progress=False)
@@ -191,19 +138,8 @@ def test_sd2_v_prediction():
     assert err <= 1e-4
 
 
-def wrap(model_base_model):
-    return comfy.model_patcher.ModelPatcher(model_base_model, load_device=torch.device("cpu"),
-                                            offload_device=torch.device("cpu"))
-
-
 def test_sd3_is_refused_naming_it():
-    config = comfy.supported_models.SD3({
-        "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": 1, "input_size": None,
-        "adm_in_channels": 32, "pos_embed_scaling_factor": None, "pos_embed_max_size": 8, "num_patches": 64,
-        "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 32, "out_features": 64}},
-    })
-    config.set_inference_dtype(torch.float32, None)
-    model = wrap(config.get_model({}, device=torch.device("cpu")))
+    model = models.sd3()
     with pytest.raises(ZStarError, match=r"this MODEL is SD3/SD3.*MMDIT"):
         describe(model)
     with pytest.raises(ZStarError, match="SD3/SD3"):
@@ -214,19 +150,17 @@ def test_video_unet_is_refused_naming_it():
     """Stable Video Diffusion: a U-Net with the SD2 attention layout, but a video model on a
     continuous EDM schedule — refused by name, not patched at SD2's places."""
     config = comfy.supported_models.SVD_img2vid({
-        **SD2_LAYOUT, **SMALL, "in_channels": 8, "adm_in_channels": 768, "use_temporal_attention": True,
+        **models.SD2_LAYOUT, **models.SMALL, "in_channels": 8, "adm_in_channels": 768, "use_temporal_attention": True,
         "use_temporal_resblock": True, "extra_ff_mix_layer": True, "use_spatial_context": True,
         "merge_strategy": "learned_with_images", "merge_factor": 0.0, "video_kernel_size": [3, 1, 1],
         "disable_temporal_crossattention": False})
-    config.set_inference_dtype(torch.float32, None)
-    model = wrap(config.get_model({}, device=torch.device("cpu")))
+    model = models.patcher(config, load_device=models.CPU)
     with pytest.raises(ZStarError, match=r"SVD_img2vid/SVD_img2vid.* samples with ModelSamplingContinuousEDM"):
         describe(model)
 
 
 def test_sdxl_edm_variant_is_refused_naming_it():
     """Playground v2.5 has SDXL's layout but an EDM schedule: no DDIM inversion on it."""
-    model = build(comfy.supported_models.SDXL, SDXL_LAYOUT, 0, adm_in_channels=POOLED + SDXL_ADM_EXTRA,
-                  state_dict={"edm_mean": torch.zeros(1, 4, 1, 1), "edm_std": torch.ones(1, 4, 1, 1)})
+    model = models.sdxl(seed=0, state_dict={"edm_mean": torch.zeros(1, 4, 1, 1), "edm_std": torch.ones(1, 4, 1, 1)})
     with pytest.raises(ZStarError, match="SDXL/SDXL.*EDM|EDM.*SDXL/SDXL"):
         describe(model)

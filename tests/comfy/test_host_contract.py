@@ -27,10 +27,9 @@ import comfy.supported_models
 
 import models
 from models import rel
-from zstar_fixtures import _inference_mode, empty, model, unpatched_twin  # noqa: F401 (pytest fixtures)
+from zstar_fixtures import _inference_mode, empty, inv, invert, model, unpatched_twin  # noqa: F401 (pytest fixtures)
 
 harness.load_pack()
-from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
 from comfyui_zstar.zstar_runtime.nulltext import GradSafeTensors, nulltext_optimise  # noqa: E402
 from comfyui_zstar.zstar_runtime.wrappers import NullTextState, nulltext_wrapper  # noqa: E402
 from comfyui_zstar.zstar_runtime.patch import RUN_KEY, ZStarAttn1, ZStarConfig, patch_model  # noqa: E402
@@ -45,13 +44,6 @@ from comfyui_zstar.zstar_attention import RowLayout, ZStarError, ZStarRun  # noq
 
 STEPS = 6
 START = 2
-
-
-@pytest.fixture(scope="module")
-def inv(model, empty):
-    with torch.inference_mode():
-        return {seed: invert_latent(model, models.latent(seed)["samples"], STEPS, empty, progress=False)[0]
-                for seed in (2, 3)}
 
 
 def sample(model, inv, empty, **kwargs):
@@ -161,7 +153,7 @@ def test_nulltext_does_not_depend_on_how_the_host_casts_weights(empty, inv):
     """The layers' own inference-mode parameters (the default load) and the host's cast path
     (set_model_compute_dtype forces every layer through cast_bias_weight, as lowvram and
     manual-cast models do) give bit-identical embeddings, with no weight wrapper involved."""
-    fresh = models.small_sd15(seed=0)  # built under inference_mode: its weights are inference tensors
+    fresh = models.sd15(seed=0)  # built under inference_mode: its weights are inference tensors
     assert all(p.is_inference() for p in fresh.model.diffusion_model.parameters())
     weights = {k: v.clone() for k, v in fresh.model.state_dict().items()}
     negative = models.cond(7)
@@ -182,12 +174,8 @@ def test_zstar_attention_goes_through_the_host_with_the_layers_precision(empty):
     """SD2.x asks for float32 attention (attn_precision). Every call of a Z* layer, the
     reweighted ones over [style ; content] keys included, reaches the host's attention (its
     override hook, which attention backends and packs use) with that precision."""
-    from test_architectures import ARCH_CASES
-
-    case = ARCH_CASES["sd2"]
-    sd2, cond = case["build"](), models.cond(1, tokens=7)  # 7 prompt tokens: never twice a layer's tokens
-    content = invert_latent(sd2, models.latent(2)["samples"], STEPS, cond, progress=False)[0]
-    style = invert_latent(sd2, models.latent(3)["samples"], STEPS, cond, progress=False)[0]
+    sd2, cond = models.sd2(seed=0), models.cond(1, tokens=7)  # 7 prompt tokens: never twice a layer's tokens
+    content, style = invert(sd2, 2, cond, STEPS), invert(sd2, 3, cond, STEPS)
     patched = patch_model(sd2, 1.2, 1.5, "auto", START, STEPS)
     reference, _ = zstar_sample(patched, content, style, cond, cond, progress=False)
     seen = []

@@ -12,10 +12,10 @@ import torch
 
 import models
 from models import rel
-from zstar_fixtures import _inference_mode, empty, model, unpatched_twin  # noqa: F401 (pytest fixtures)
+from zstar_fixtures import _inference_mode, empty, inv, model, unpatched_twin  # noqa: F401 (pytest fixtures)
 
 harness.load_pack()
-from comfyui_zstar.zstar_runtime.inversion import invert_latent, invert_latents  # noqa: E402
+from comfyui_zstar.zstar_runtime.inversion import invert_latents  # noqa: E402
 from comfyui_zstar.zstar_runtime.patch import patch_model  # noqa: E402
 from comfyui_zstar.zstar_runtime.record import record_style  # noqa: E402
 from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
@@ -24,13 +24,7 @@ from comfyui_zstar.zstar_attention import (RowLayout, ZStarError, reweighted_att
                                            zstar_batch_attention)
 
 STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def inv(model, empty):
-    with torch.inference_mode():
-        return {seed: invert_latent(model, models.latent(seed)["samples"], STEPS, empty, progress=False)[0]
-                for seed in (2, 3, 5)}
+INV_SEEDS = (2, 3, 5)  # content, style, a second style
 
 
 def test_batched_inversion_equals_separate(model, empty, inv):

@@ -16,7 +16,7 @@ import comfy.samplers
 
 import models
 from models import rel
-from zstar_fixtures import _inference_mode, empty, model, unpatched_twin  # noqa: F401 (pytest fixtures)
+from zstar_fixtures import _inference_mode, empty, invert, model, unpatched_twin  # noqa: F401 (pytest fixtures)
 
 pack = harness.load_pack()
 from comfyui_zstar.zstar_runtime import host  # noqa: E402
@@ -26,11 +26,6 @@ from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
 from comfyui_zstar.zstar_attention import ddim_sample, vp_scale  # noqa: E402
 
 STEPS = 30
-
-
-def invert(model, seed, cond, steps=STEPS, batch=1):
-    with torch.inference_mode():
-        return invert_latent(model, models.latent(seed, batch)["samples"], steps, cond, progress=False)[0]
 
 
 def plain_reconstruction(model, inv, cond, cfg=1.0):
@@ -43,7 +38,7 @@ def plain_reconstruction(model, inv, cond, cfg=1.0):
 
 @pytest.fixture(scope="module")
 def inversions(model, empty):
-    return {"content": invert(model, 2, empty), "style": invert(model, 3, empty)}
+    return {"content": invert(model, 2, empty, STEPS), "style": invert(model, 3, empty, STEPS)}
 
 
 def test_alongside_self_style_reproduces_plain_reconstruction(model, empty, inversions):
@@ -174,7 +169,7 @@ def test_batch_of_contents_equals_each_alone(model, empty, inversions):
     patched = patch_model(model, 1.2, 1.5, "auto", 5, STEPS)
     batched, _ = zstar_sample(patched, batch_inv, inversions["style"], empty, empty, progress=False)
     for i, seed in enumerate((2, 4)):
-        alone_inv = invert(model, seed, empty)
+        alone_inv = invert(model, seed, empty, STEPS)
         alone, _ = zstar_sample(patched, alone_inv, inversions["style"], empty, empty, progress=False)
         err = rel(batched[i:i + 1], alone)
         print(f"\nbatch row {i} vs alone: rel diff {err:.2e}")
@@ -223,7 +218,7 @@ def test_other_patches_still_act(model, empty, inversions):
     lora.add_patches({key: (delta,)}, 1.0)
     out_lora, _ = zstar_sample(patch_model(lora, 1.2, 1.5, "auto", 5, STEPS), content, style, empty, empty,
                                progress=False)
-    baked = models.small_sd15(seed=0)
+    baked = models.sd15(seed=0)
     baked.model.state_dict()[key].add_(delta)
     out_baked, _ = zstar_sample(patch_model(baked, 1.2, 1.5, "auto", 5, STEPS), content, style, empty, empty,
                                 progress=False)
@@ -238,7 +233,7 @@ def test_nulltext_makes_cfg_reconstruct_the_content(empty):
     from comfyui_zstar.zstar_runtime.nulltext import nulltext_optimise
 
     steps, negative = 10, models.cond(7)
-    model = models.small_sd15(seed=0)  # built under inference_mode by the autouse fixture
+    model = models.sd15(seed=0)  # built under inference_mode by the autouse fixture
     weights = {k: v.clone() for k, v in model.model.state_dict().items()}
     options = repr(model.model_options)
     source = models.latent(2)["samples"]
@@ -270,7 +265,7 @@ def test_nulltext_evaluates_the_conditional_half_once_per_step(empty):
     from comfyui_zstar.zstar_runtime.nulltext import nulltext_optimise
 
     steps, iterations = 4, 3
-    model = models.small_sd15(seed=0)
+    model = models.sd15(seed=0)
     inv = invert(model, 2, empty, steps)
     calls = []
 

@@ -18,6 +18,7 @@ if not harness.COMFYUI_PATH:
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import math
 import os
@@ -34,6 +35,7 @@ import execution
 import nodes as comfy_nodes
 
 import models
+import zstar_fixtures
 from zstar_fixtures import _inference_mode, empty, model  # noqa: F401 (pytest fixtures)
 
 harness.load_pack()
@@ -74,9 +76,7 @@ def out(node_output):
     return node_output.args
 
 
-def invert(model, seed, empty, steps=STEPS, batch=1, size=SIZE):
-    with torch.inference_mode():
-        return out(ZStarDDIMInversion.execute(model, latent(seed, batch, size), steps, conditioning=empty))[0]
+invert = functools.partial(zstar_fixtures.invert, steps=STEPS, size=SIZE)  # (model, seed, cond, steps=, batch=, size=)
 
 
 @pytest.fixture(scope="module")
@@ -293,8 +293,8 @@ SD20VPrediction = type("SD20", (SmallSD20,),
 
 
 def test_content_and_style_from_different_models(model, empty, inv):
-    sd2 = models.small_sd15(seed=1, config_cls=SmallSD20)
-    sd2_v = models.small_sd15(seed=1, config_cls=SD20VPrediction)
+    sd2 = models.sd15(seed=1, config_cls=SmallSD20)
+    sd2_v = models.sd15(seed=1, config_cls=SD20VPrediction)
     style_sd2 = invert(sd2, 3, empty)
     raises("style: inverted with a BaseModel/SD20 model but content with BaseModel/SD15; invert both with the same model",
            sample, patch(model), inv["content"], style_sd2, empty)
@@ -381,24 +381,9 @@ def flow_sampling(model):
     return flow
 
 
-def small_sd3():
-    import comfy.model_patcher
-    config = comfy.supported_models.SD3({
-        "in_channels": 16, "out_channels": 16, "pos_embed_max_size": 16, "patch_size": 2, "depth": 1,
-        "num_patches": 64, "adm_in_channels": 32,
-        "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 32, "out_features": 64}}})
-    config.set_inference_dtype(torch.float32, None)
-    inner = config.get_model({}, device=torch.device("cpu"))
-    return comfy.model_patcher.ModelPatcher(inner, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
-
-
 def unknown_layout_unet():
-    import comfy.model_patcher
-    config = comfy.supported_models.SD15(dict(models.sd15_unet_config(),
-                                              transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]))
-    config.set_inference_dtype(torch.float32, None)
-    inner = config.get_model({}, device=torch.device("cpu"))
-    return comfy.model_patcher.ModelPatcher(inner, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    """SD1.5's U-Net with a transformer in every output block: a layout no table knows."""
+    return models.sd15(seed=None, layout={"transformer_depth_output": [1] * 12}, load_device=models.CPU)
 
 
 @pytest.mark.parametrize("kind, fragment", [
@@ -408,7 +393,7 @@ def unknown_layout_unet():
     ("layout", "has a U-Net with 19 self-attention layers in an unknown layout"),
 ])
 def test_unsupported_models_through_every_node(kind, fragment, model, empty, inv):
-    bad = {"sd3": small_sd3, "flow": lambda: flow_sampling(model), "layout": unknown_layout_unet}[kind]()
+    bad = {"sd3": models.sd3, "flow": lambda: flow_sampling(model), "layout": unknown_layout_unet}[kind]()
     raises(fragment, ZStarAttentionPatch.execute, bad, 1.2, 1.5, "auto", 1, STEPS)
     raises(fragment, ZStarDDIMInversion.execute, bad, latent(2), STEPS, empty)
     raises(fragment, ZStarDDIMInversionPair.execute, bad, latent(2), latent(3), STEPS, empty)

@@ -1,8 +1,9 @@
-"""Fixtures the ComfyUI-tier test modules share: import them into a module to use them there.
+"""Fixtures and helpers the ComfyUI-tier test modules share: import them into a module to use them there.
 
     from zstar_fixtures import _inference_mode, model, empty, inv  # noqa: F401 (pytest fixtures)
 
-`inv` inverts seeds 2 (content) and 3 (style) with the importing module's STEPS.
+`inv` inverts the importing module's INV_SEEDS (default 2: content, 3: style) with its STEPS;
+`invert` is the one way the tests invert a test latent.
 """
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ def unpatched_twin(model, patched):
     return twin
 
 
+def invert(model, seed: int, cond, steps: int, batch: int = 1, size: int = models.LATENT_SIZE):
+    """The Inversion of models.latent(seed, batch, size), as the nodes make it (no progress bar)."""
+    with torch.inference_mode():
+        return invert_latent(model, models.latent(seed, batch, size)["samples"], steps, cond, progress=False)[0]
+
+
 @pytest.fixture(autouse=True)
 def _inference_mode():
     """ComfyUI's executor runs every node under inference_mode; so do the tests."""
@@ -46,7 +53,7 @@ def _inference_mode():
 
 @pytest.fixture(scope="module")
 def model():
-    return models.small_sd15(seed=0)
+    return models.sd15(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +63,5 @@ def empty():
 
 @pytest.fixture(scope="module")
 def inv(request, model, empty):
-    steps = request.module.STEPS
-    with torch.inference_mode():
-        return {seed: invert_latent(model, models.latent(seed)["samples"], steps, empty, progress=False)[0]
-                for seed in (2, 3)}
+    seeds = getattr(request.module, "INV_SEEDS", (2, 3))
+    return {seed: invert(model, seed, empty, request.module.STEPS) for seed in seeds}
