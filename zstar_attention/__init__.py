@@ -14,6 +14,7 @@ Module map (which function runs when):
     style_share.py         where the style went (the style map's share), chunked, no score matrix
     grid.py                a layer's token grid on the latent
     schedule.py, ddim.py   the official DDIM schedule, step, inversion and sampling
+    flow.py                rectified-flow (Flux, SD3.5) inversion and sampling: first order and FireFlow second order
     sampling.py            the Z* denoising loop (replay / alongside), any denoiser
     layers.py              layer strings ("10-15") and step windows
     presets.py             the paper preset (the authors' code's settings), read by nodes, workflows, benchmarks
@@ -28,6 +29,7 @@ from .attention import attention_over_rows, reweighted_attention, sdpa_attention
 from .reference import reweighted_attention_reference
 from .schedule import ddim_sigmas, ddim_timesteps, scaled_linear_alphas_cumprod, sigmas_from_table, vp_scale
 from .ddim import ddim_invert, ddim_sample, ddim_step
+from .flow import FlowTrajectory, flow_invert, flow_sample, flow_step, flow_velocity
 from .layers import parse_layers, select_attn1_keys, step_window
 from .presets import PAPER_PRESET, ZStarPreset
 
@@ -42,6 +44,7 @@ __all__ = [
     "reweighted_attention", "attention_over_rows", "sdpa_attention", "with_query_mask", "reweighted_attention_reference",
     "scaled_linear_alphas_cumprod", "ddim_timesteps", "sigmas_from_table", "ddim_sigmas", "vp_scale",
     "ddim_step", "ddim_invert", "ddim_sample",
+    "FlowTrajectory", "flow_step", "flow_velocity", "flow_invert", "flow_sample",
     "parse_layers", "select_attn1_keys", "step_window",
     "ZStarPreset", "PAPER_PRESET",
     "RowLayout", "SharedRunState", "ZStarRun", "rows_per_chunk", "zstar_batch_attention",

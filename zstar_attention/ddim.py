@@ -12,33 +12,20 @@ switching the timestep, so the VE input is rescaled to present the model that sa
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Optional
-
 import torch
 
 from .errors import ZStarError
-from .schedule import vp_scale
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Callback = Optional[Callable[[int, int, torch.Tensor], None]]
+from .schedule import Callback, Denoiser, check_descending, schedule_values, sigma_batch, vp_scale
 
 __all__ = ["ddim_step", "ddim_invert", "ddim_sample"]
 
 
 def _check_sigmas(sigmas, zero_end: bool = False) -> list[float]:
     """Validate a denoising schedule; return it as Python floats (exact float64 arithmetic)."""
-    if not isinstance(sigmas, torch.Tensor):
-        sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
-    if sigmas.ndim != 1 or sigmas.numel() < 2:
-        raise ZStarError(f"sigmas: expected a 1-D schedule of at least 2 values, got shape {tuple(sigmas.shape)}")
-    values = [float(s) for s in sigmas.detach().cpu().tolist()]
-    if not all(math.isfinite(s) for s in values):
-        raise ZStarError("sigmas: contains NaN or inf")
+    values = schedule_values(sigmas)
     if values[0] > 1e8:  # σ_max is ~15 for SD models, ~4096 with zero terminal SNR; σ² would overflow a float
         raise ZStarError(f"sigmas: {values[0]:g} is far above any model's σ_max; pass a model's schedule")
-    if any(a <= b for a, b in zip(values, values[1:])):
-        raise ZStarError("sigmas: must be strictly descending (a denoising schedule, e.g. ddim_sigmas(30))")
+    check_descending(values, "ddim_sigmas(30)")
     if values[-1] < 0 and zero_end:
         raise ZStarError(f"sigmas: the last value must be >= 0, got {values[-1]}")
     if values[-1] <= 0 and not zero_end:
@@ -47,10 +34,6 @@ def _check_sigmas(sigmas, zero_end: bool = False) -> list[float]:
             "DDIM inversion divides by σ"
         )
     return values
-
-
-def _sigma_batch(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    return x.new_ones([x.shape[0]]) * sigma
 
 
 def ddim_step(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
@@ -76,7 +59,7 @@ def ddim_invert(denoiser: Denoiser, x: torch.Tensor, sigmas, callback: Callback 
     for i in range(total - 1, -1, -1):
         s_up, s_low = values[i], values[i + 1]
         x_in = x * (vp_scale(s_up) / vp_scale(s_low))
-        denoised = denoiser(x_in, _sigma_batch(x, s_up))
+        denoised = denoiser(x_in, sigma_batch(x, s_up))
         eps = (x_in - denoised) / s_up
         x = x + (s_up - s_low) * eps
         traj[i] = x
@@ -94,7 +77,7 @@ def ddim_sample(denoiser: Denoiser, x: torch.Tensor, sigmas, callback: Callback 
     values = _check_sigmas(sigmas, zero_end=True)
     total = len(values) - 1
     for i in range(total):
-        denoised = denoiser(x, _sigma_batch(x, values[i]))
+        denoised = denoiser(x, sigma_batch(x, values[i]))
         x = ddim_step(x, denoised, values[i], values[i + 1])
         if callback is not None:
             callback(i + 1, total, x)

@@ -8,17 +8,23 @@ give other timesteps, so the pack builds the schedule itself.
 ComfyUI parameterisation: σ = sqrt((1−ᾱ)/ᾱ) and the latent x_ve = x_vp/sqrt(ᾱ) =
 x_vp·sqrt(1+σ²). The schedule is σ(t_1) > … > σ(t_S) > σ(0) = σ_min (≈ 0.0292 for SD1.5, not
 0), and σ_min's latent is the one that gets decoded.
+
+Also the pieces every solver on ComfyUI's denoiser interface shares (DDIM here, rectified flow in
+flow.py): the denoiser's type, reading a schedule and the (B,) sigma a denoiser receives.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from .errors import ZStarError, as_int
 
 __all__ = ["scaled_linear_alphas_cumprod", "ddim_timesteps", "sigmas_from_table", "ddim_sigmas", "vp_scale"]
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Callback = Optional[Callable[[int, int, torch.Tensor], None]]
 
 
 def scaled_linear_alphas_cumprod(beta_start: float = 0.00085, beta_end: float = 0.012,
@@ -96,3 +102,29 @@ def vp_scale(sigma):
     if isinstance(sigma, torch.Tensor):
         return torch.sqrt(1 + sigma * sigma)
     return math.sqrt(1.0 + float(sigma) ** 2)
+
+
+def schedule_values(sigmas) -> list[float]:
+    """A schedule (tensor or sequence) as Python floats, so solvers step in exact float64 arithmetic.
+
+    Checks what every solver needs: 1-D, at least 2 values, all finite.
+    """
+    if not isinstance(sigmas, torch.Tensor):
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+    if sigmas.ndim != 1 or sigmas.numel() < 2:
+        raise ZStarError(f"sigmas: expected a 1-D schedule of at least 2 values, got shape {tuple(sigmas.shape)}")
+    values = [float(s) for s in sigmas.detach().cpu().tolist()]
+    if not all(math.isfinite(s) for s in values):
+        raise ZStarError("sigmas: contains NaN or inf")
+    return values
+
+
+def check_descending(values: Sequence[float], example: str) -> None:
+    """A denoising schedule runs from noisy to clean: strictly descending."""
+    if any(a <= b for a, b in zip(values, values[1:])):
+        raise ZStarError(f"sigmas: must be strictly descending (a denoising schedule, e.g. {example})")
+
+
+def sigma_batch(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The (B,) sigma tensor ComfyUI's samplers pass a denoiser, in x's dtype and device."""
+    return x.new_ones([x.shape[0]]) * sigma
