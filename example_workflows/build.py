@@ -320,17 +320,31 @@ def zstar_core(g: Graph, ckpt: Node, empty: Node, content_pixels: Out, style_pix
     return sample_and_save(g, ckpt, inv_c, inv_s.out("inversion"), positive, negative)
 
 
-def sample_and_save(g: Graph, ckpt: Node, content: Node, style: Out, positive: Out, negative: Out, col: float = 4,
-                    node_type: str = "ZStarSampler", title: str = "Z* Sampler", **extra) -> Node:
-    """Patch → sampler (or style map) in column `col` → decode → save; `extra`: the mask link or the map's widgets."""
-    patch = g.add("ZStarAttentionPatch", 3, 0.0, title="Z* Attention Patch", model=ckpt.out("MODEL"),
-                  **{k: PAPER[k] for k in ("style_strength", "style_self_strength", "layers", "start_step", "end_step")})
-    sampler = g.add(node_type, col, 1.4, title=title, model=patch.out("MODEL"), content=content.out("inversion"),
+def attention_patch(g: Graph, ckpt: Node) -> Node:
+    """Z* Attention Patch on the checkpoint's MODEL, paper preset."""
+    return g.add("ZStarAttentionPatch", 3, 0.0, title="Z* Attention Patch", model=ckpt.out("MODEL"),
+                 **{k: PAPER[k] for k in ("style_strength", "style_self_strength", "layers", "start_step", "end_step")})
+
+
+def sampler_decode_save(g: Graph, ckpt: Node, patch: Node, content: Node, style: Out, positive: Out, negative: Out,
+                        at: tuple, decode_at: tuple, save_at: tuple, suffix: str = "", node_type: str = "ZStarSampler",
+                        title: str = "Z* Sampler", **extra) -> Node:
+    """A Z* sampler (or style map) on the patched model, paper preset → VAE Decode → Save Image;
+    `extra`: the mask link or the map's widgets; `suffix` numbers the titles of repeated rows."""
+    sampler = g.add(node_type, *at, title=title + suffix, model=patch.out("MODEL"), content=content.out("inversion"),
                     style=style, positive=positive, negative=negative,
                     **{k: PAPER[k] for k in ("cfg", "content_anchor", "style_mode")}, **extra)
-    decode = g.add("VAEDecode", col + 1, 0.0, title="VAE Decode", samples=sampler.out("stylized"), vae=ckpt.out("VAE"))
-    g.add("SaveImage", col + 1, 0.8, title="Save Image", images=decode.out("IMAGE"), filename_prefix="zstar/zstar")
+    decode = g.add("VAEDecode", *decode_at, title="VAE Decode" + suffix, samples=sampler.out("stylized"),
+                   vae=ckpt.out("VAE"))
+    g.add("SaveImage", *save_at, title="Save Image" + suffix, images=decode.out("IMAGE"), filename_prefix="zstar/zstar")
     return sampler
+
+
+def sample_and_save(g: Graph, ckpt: Node, content: Node, style: Out, positive: Out, negative: Out, col: float = 4,
+                    **kwargs) -> Node:
+    """Patch → sampler (or style map) in column `col` → decode → save."""
+    return sampler_decode_save(g, ckpt, attention_patch(g, ckpt), content, style, positive, negative,
+                               at=(col, 1.4), decode_at=(col + 1, 0.0), save_at=(col + 1, 0.8), **kwargs)
 
 
 def basic() -> Graph:
@@ -382,8 +396,7 @@ def batch() -> Graph:
         "next run too). Each content keeps its own size. Add more by copying a content row "
         "(Load Image → Scale → VAE Encode → Z* DDIM Inversion → Z* Sampler → VAE Decode → Save).\n\n"
         "For folders of images, use `scripts/zstar_batch.py` (every content × every style)."))
-    patch = g.add("ZStarAttentionPatch", 3, 0.0, title="Z* Attention Patch", model=ckpt.out("MODEL"),
-                  **{k: PAPER[k] for k in ("style_strength", "style_self_strength", "layers", "start_step", "end_step")})
+    patch = attention_patch(g, ckpt)
     style = g.add("LoadImage", 0, 9.2, title="Style image", image=EXAMPLE_IMAGE)
     inv_s = encode_invert(g, ckpt, empty, scale(g, style.out("IMAGE"), 1, 9.2, "Scale style").out("IMAGE"), 9.2, "style")
     for i in range(1, 4):
@@ -391,13 +404,8 @@ def batch() -> Graph:
         content = g.add("LoadImage", 0, row, title=f"Content image {i}", image=EXAMPLE_IMAGE)
         sc = scale(g, content.out("IMAGE"), 1, row, f"Scale content {i}")
         inv_c = encode_invert(g, ckpt, empty, sc.out("IMAGE"), row, f"content {i}")
-        sampler = g.add("ZStarSampler", 4, row, title=f"Z* Sampler {i}", model=patch.out("MODEL"),
-                        content=inv_c.out("inversion"), style=inv_s.out("inversion"),
-                        positive=empty.out("CONDITIONING"), negative=empty.out("CONDITIONING"),
-                        **{k: PAPER[k] for k in ("cfg", "content_anchor", "style_mode")})
-        decode = g.add("VAEDecode", 5, row, title=f"VAE Decode {i}", samples=sampler.out("stylized"),
-                       vae=ckpt.out("VAE"))
-        g.add("SaveImage", 6, row, title=f"Save Image {i}", images=decode.out("IMAGE"), filename_prefix="zstar/zstar")
+        sampler_decode_save(g, ckpt, patch, inv_c, inv_s.out("inversion"), empty.out("CONDITIONING"),
+                            empty.out("CONDITIONING"), at=(4, row), decode_at=(5, row), save_at=(6, row), suffix=f" {i}")
     return g
 
 
