@@ -8,6 +8,7 @@ from ..zstar_runtime.nulltext import nulltext_optimise
 from . import validation
 from .types import InversionType
 
+
 class ZStarNullTextOptimization(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -7,6 +7,7 @@ from ..zstar_attention import PAPER_PRESET
 from ..zstar_runtime.patch import patch_model
 from . import validation
 
+
 class ZStarAttentionPatch(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -8,6 +8,7 @@ from ..zstar_runtime.record import record_style
 from . import validation
 from .types import InversionType, StyleRecordType
 
+
 class ZStarStyleRecord(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

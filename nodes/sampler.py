@@ -7,6 +7,7 @@ from ..zstar_runtime.sampler import zstar_sample
 from . import validation
 from .inputs import sampler_inputs
 
+
 class ZStarSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from .errors import ZStarError
 
+
 @dataclass(frozen=True, eq=False)
 class Inversion:
     """A DDIM inversion: everything the sampler needs to replay or denoise an image.
