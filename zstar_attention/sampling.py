@@ -27,14 +27,15 @@ def _stack_style_rows(style_trajs, step: int, layout: RowLayout, like: torch.Ten
 def zstar_denoise(denoiser: Callable, content_traj: Sequence[torch.Tensor], style_trajs,
                   sigmas: torch.Tensor, window: Sequence[bool], run: ZStarRun, *,
                   anchor: float = 0.01, style_mode: str = "replay", with_style_rows: bool = True,
-                  callback: Callable | None = None):
+                  callback: Callable | None = None, step: Callable = ddim_step):
     """Denoise the content rows from content_traj[0] with Z* attention.
 
     content_traj: S+1 latents (n_content, C, H, W) at sigmas[0..S] (from ddim_invert).
     style_trajs: one trajectory per style, each S+1 latents (1, C, H, W).
     window[i]: whether step i reweights. `run` is mutated (step, reweight) so the attention
     patch knows what each model call holds. with_style_rows=False: the style rows are not
-    stacked at all (fast mode, where a record supplies the style keys and values).
+    stacked at all (fast mode, where a record supplies the style keys and values). step: the
+    model family's deterministic step (DDIM for the U-Nets).
     Returns (content latent at sigmas[-1], the style rows' output of the last step that
     evaluated them, or None).
     """
@@ -61,7 +62,7 @@ def zstar_denoise(denoiser: Callable, content_traj: Sequence[torch.Tensor], styl
         run.stacked = stack
         batch = torch.cat([x, style_rows], dim=0) if stack else x
         denoised = denoiser(batch, sigmas[i])
-        nxt = ddim_step(batch, denoised, sigmas[i], sigmas[i + 1])
+        nxt = step(batch, denoised, sigmas[i], sigmas[i + 1])
         x = nxt[:nc]
         if stack:
             style_out = nxt[nc:]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..zstar_attention import ZStarError, sigmas_from_table
+from ..zstar_attention import ZStarError
 
 MIN_LATENT = 8  # 64 px: below it the U-Net's coarsest levels shrink to single pixels (GroupNorm fails)
 
@@ -51,7 +51,7 @@ def check_inversion_model(info, inv, name: str):
     if inv.arch != info.arch or inv.model_type != info.type_name:
         raise ZStarError(f"{name}: inverted with a {inv.model_type} model but this MODEL is {info.type_name}; "
                          "invert with the same model")
-    expected = sigmas_from_table(info.sigma_table, inv.timesteps).float()
+    expected = info.family.schedule(info.sigma_table, inv.steps)[0].float()
     if not torch.equal(expected, inv.sigmas.float().cpu()):
         raise ZStarError(f"{name}: inverted on a different noise schedule than this MODEL's "
                          f"(σ_max {inv.sigmas[0].item():.4g} vs {expected[0].item():.4g}); invert with the "

@@ -7,15 +7,15 @@ import torch
 
 import comfy.sample
 
-from ..zstar_attention import ZStarError, ddim_invert, ddim_timesteps, sigmas_from_table, vp_scale
+from ..zstar_attention import ZStarError
 from ..zstar_attention.style_types import Inversion
 from . import checks, host
 from .families import describe
 
 
 def official_sigmas(info, steps: int) -> tuple[torch.Tensor, tuple]:
-    timesteps = tuple(ddim_timesteps(steps, num_train_steps=len(info.sigma_table)))
-    return sigmas_from_table(info.sigma_table, timesteps), timesteps
+    """The family's inversion schedule for this MODEL (U-Nets: the official DDIM one)."""
+    return info.family.schedule(info.sigma_table, steps)
 
 
 def conditioning_or_empty(conditioning, clip):
@@ -47,7 +47,7 @@ def invert_latents(model, latents: list, steps: int, positive, progress=True) ->
 
 
 def invert_latent(model, samples: torch.Tensor, steps: int, positive, progress=True):
-    """Plain DDIM inversion through ComfyUI; returns (Inversion, x_T in LATENT space)."""
+    """The family's inversion (U-Nets: DDIM) through ComfyUI; returns (Inversion, x_T in LATENT space)."""
     info = describe(model)
     checks.check_latent(model, samples)
     sigmas, timesteps = official_sigmas(info, steps)
@@ -56,10 +56,9 @@ def invert_latent(model, samples: torch.Tensor, steps: int, positive, progress=T
     holder = {}
 
     def invert(denoiser, _x, sigmas_dev, callback=None):
-        x0 = start.to(_x) * vp_scale(sigmas_dev[-1])
+        x0 = start.to(_x) * info.family.clean_scale(sigmas_dev[-1])
         cb = host.step_callback(model, steps, preview=progress)
-        traj = ddim_invert(denoiser, x0, sigmas_dev,
-                           callback=lambda i, total, x: cb(i - 1, x, x))
+        traj = info.family.invert(denoiser, x0, sigmas_dev, callback=lambda i, total, x: cb(i - 1, x, x))
         holder["trajectory"] = tuple(host.to_storage(t) for t in traj)
         return traj[0]
 

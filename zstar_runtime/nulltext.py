@@ -17,7 +17,7 @@ import torch
 
 import comfy.patcher_extension
 
-from ..zstar_attention import PAPER_PRESET, ZStarError, ddim_step, vp_scale
+from ..zstar_attention import PAPER_PRESET, ZStarError
 from ..zstar_attention.style_types import Inversion
 from . import checks, host
 from .families import describe
@@ -85,7 +85,7 @@ def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER
             x, sigmas = x.clone(), sigmas.clone()  # normal tensors: autograd may save them
             for i in range(steps):
                 sigma, sigma_next = sigmas[i], sigmas[i + 1]
-                scale = vp_scale(sigma_next)
+                scale = info.family.clean_scale(sigma_next)
                 target = (traj[i + 1] / scale).clone()
                 state.cond_out = None  # a new x and σ: the conditional half is computed anew
                 emb = emb.detach().clone().requires_grad_(True)
@@ -94,7 +94,7 @@ def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER
                 for j in range(iterations):
                     host.check_interrupt()
                     state.current = emb
-                    prev = ddim_step(x, denoiser(x, sigma), sigma, sigma_next)
+                    prev = info.family.step(x, denoiser(x, sigma), sigma, sigma_next)
                     # per-image MSE in the official VP scale, summed so images optimise independently
                     loss = ((prev / scale - target) ** 2).flatten(1).mean(1)
                     optimizer.zero_grad()
@@ -109,10 +109,10 @@ def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER
                 with torch.no_grad():
                     state.current = emb
                     denoised = denoiser(x, sigma)
-                    x = ddim_step(x, denoised, sigma, sigma_next).detach()
+                    x = info.family.step(x, denoised, sigma, sigma_next).detach()
                 cb(i, denoised, x)
         state.current = state.cond_out = None
-        return x / vp_scale(sigmas[-1])
+        return x / info.family.clean_scale(sigmas[-1])
 
     shape = (nc, *inversion.latent_shape)
     host.run_sampler_function(clone, optimise, inversion.sigmas, positive, negative, cfg, shape, {})

@@ -7,7 +7,7 @@ import torch
 
 import comfy.patcher_extension
 
-from ..zstar_attention import PAPER_PRESET, RowLayout, ZStarError, ZStarRun, step_window, vp_scale, zstar_denoise
+from ..zstar_attention import PAPER_PRESET, RowLayout, ZStarError, ZStarRun, step_window, zstar_denoise
 from ..zstar_attention.style_types import Inversion, StyleEntry, StyleRecord, check_same_schedule
 from . import checks, host
 from .families import describe
@@ -121,8 +121,9 @@ def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
         style_trajs = [] if fast else [[t.to(like) for t in e.source.trajectory] for e in entries]
         cb = host.step_callback(model, content.steps, preview=progress)
         x, style_out = zstar_denoise(denoiser, content_traj, style_trajs, sigmas, window, run,
-                                     anchor=anchor, style_mode=style_mode, with_style_rows=not fast, callback=cb)
-        end_scale = vp_scale(sigmas[-1])
+                                     anchor=anchor, style_mode=style_mode, with_style_rows=not fast, callback=cb,
+                                     step=info.family.step)
+        end_scale = info.family.clean_scale(sigmas[-1])
         holder["style"] = None if style_out is None else style_out / end_scale
         return x / end_scale
 

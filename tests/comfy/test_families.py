@@ -10,7 +10,10 @@ if not harness.COMFYUI_PATH:
     pytest.skip(harness.SKIP_REASON, allow_module_level=True)
 
 harness.load_pack()
-from comfyui_zstar.zstar_attention import parse_layers, select_attn1_keys  # noqa: E402
+import torch  # noqa: E402
+
+from comfyui_zstar.zstar_attention import (ddim_step, ddim_timesteps, parse_layers, scaled_linear_alphas_cumprod,  # noqa: E402
+                                           select_attn1_keys, vp_scale)
 from comfyui_zstar.zstar_runtime.families import FAMILIES, SD2, SD15, SDXL, family, layer_tables  # noqa: E402
 
 
@@ -57,3 +60,17 @@ def test_families_are_told_apart_by_name():
     assert [f.name for f in FAMILIES] == ["sd2", "sd15", "sdxl"]
     with pytest.raises(ValueError, match="model family 'flux' is not one of sd2, sd15, sdxl"):
         family("flux")
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
+def test_unet_families_own_the_official_ddim_parameterisation(fam):
+    """The U-Net adapters' schedule, step and clean-latent scale are the official DDIM ones."""
+    alphas = scaled_linear_alphas_cumprod().float()
+    table = ((1 - alphas) / alphas) ** 0.5  # ComfyUI's discrete σ(t) for the SD schedule
+    sigmas, timesteps = fam.schedule(table, 30)
+    assert timesteps == tuple(ddim_timesteps(30)) and timesteps[0] == 958 and timesteps[-1] == 1
+    assert torch.equal(sigmas[:-1], table[list(timesteps)]) and len(sigmas) == 31
+    gen = torch.Generator().manual_seed(0)
+    x, d = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 4, 8, 8, generator=gen)
+    assert torch.equal(fam.step(x, d, sigmas[3], sigmas[4]), ddim_step(x, d, sigmas[3], sigmas[4]))
+    assert fam.clean_scale(sigmas[-1]) == vp_scale(sigmas[-1])

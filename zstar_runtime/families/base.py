@@ -75,8 +75,20 @@ class ModelFamily:
         """The model's σ for each training timestep (float32, CPU)."""
         raise NotImplementedError
 
+    def schedule(self, sigma_table: torch.Tensor, steps: int) -> tuple[torch.Tensor, tuple]:
+        """(sigmas, timesteps) of the family's inversion schedule for `steps` steps, descending."""
+        raise NotImplementedError
+
     def step(self, x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
-        """One deterministic sampler step from σ to σ_next; inversion runs it with σ_next > σ."""
+        """One deterministic sampler step from σ to σ_next (what the Z* sampling loop runs)."""
+        raise NotImplementedError
+
+    def invert(self, denoiser, x0: torch.Tensor, sigmas: torch.Tensor, callback=None) -> list:
+        """The whole inversion trajectory of x0 (trajectory[i] at sigmas[i], x0's end last)."""
+        raise NotImplementedError
+
+    def clean_scale(self, sigma_min) -> float:
+        """Factor between the clean latent and the sampler's latent at the schedule's last σ."""
         raise NotImplementedError
 
     latent_to_pixels: int = 8

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-from ...zstar_attention import ZStarError, ddim_step
+from ...zstar_attention import ZStarError, ddim_invert, ddim_step, ddim_timesteps, sigmas_from_table, vp_scale
 from .base import ModelFamily
 
 SUPPORTED = "Z* supports SD1.5, SD2.x and SDXL U-Net models"
@@ -90,5 +90,17 @@ class UNetFamily(ModelFamily):
     def sigma_table(self, model):
         return model.get_model_object("model_sampling").sigmas.detach().float().cpu()
 
+    def schedule(self, sigma_table, steps):
+        """The official DDIM schedule (leading spacing, offset 1: t = 958 … 1 for 30 steps)."""
+        timesteps = tuple(ddim_timesteps(steps, num_train_steps=len(sigma_table)))
+        return sigmas_from_table(sigma_table, timesteps), timesteps
+
     def step(self, x, denoised, sigma, sigma_next):
         return ddim_step(x, denoised, sigma, sigma_next)
+
+    def invert(self, denoiser, x0, sigmas, callback=None):
+        return ddim_invert(denoiser, x0, sigmas, callback=callback)
+
+    def clean_scale(self, sigma_min):
+        """The schedule ends at σ_min > 0 (ᾱ₀ < 1): the VP latent there is the clean one scaled."""
+        return vp_scale(sigma_min)
