@@ -49,17 +49,24 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu").contiguous().clone()  # own storage: safetensors refuses shared views
 
 
+def _dtype_name(dtype: torch.dtype, what: str) -> str:
+    if dtype not in DTYPE_NAMES:
+        raise ZStarError(f"{what}: {str(dtype).removeprefix('torch.')} data cannot be saved; a style file holds "
+                         f"{', '.join(sorted(DTYPE_NAMES.values()))}")
+    return DTYPE_NAMES[dtype]
+
+
 def inversion_payload(inv: Inversion) -> tuple[dict, dict]:
     dtype = inv.trajectory[0].dtype
     meta = {"arch": inv.arch, "model_type": inv.model_type, "steps": inv.steps,
             "sigmas": [float(s) for s in inv.sigmas], "timesteps": [int(t) for t in inv.timesteps],
-            "batch": inv.batch, "latent_shape": list(inv.latent_shape), "dtype": DTYPE_NAMES[dtype],
+            "batch": inv.batch, "latent_shape": list(inv.latent_shape), "dtype": _dtype_name(dtype, "inversion"),
             "nulltext_cfg": inv.nulltext_cfg, "uncond": None}
     tensors = {f"inversion.trajectory.{i}": _plain(t) for i, t in enumerate(inv.trajectory)}
     tensors["inversion.sigmas"] = _plain(inv.sigmas.float())
     if inv.uncond_embeddings is not None:
         first = inv.uncond_embeddings[0]
-        meta["uncond"] = {"shape": list(first.shape), "dtype": DTYPE_NAMES[first.dtype]}
+        meta["uncond"] = {"shape": list(first.shape), "dtype": _dtype_name(first.dtype, "inversion")}
         tensors.update({f"inversion.uncond.{i}": _plain(e) for i, e in enumerate(inv.uncond_embeddings)})
     return meta, tensors
 
@@ -75,7 +82,7 @@ def record_payload(rec: StyleRecord) -> tuple[dict, dict]:
     meta = {"arch": rec.arch, "model_type": rec.model_type, "steps": rec.steps,
             "sigmas": [float(s) for s in rec.sigmas], "layers": list(rec.layers), "keys": [list(k) for k in rec.keys],
             "start_step": rec.start_step, "end_step": rec.end_step, "halves": list(rec.halves),
-            "latent_shape": list(rec.latent_shape), "dtype": DTYPE_NAMES[first.dtype], "shapes": shapes}
+            "latent_shape": list(rec.latent_shape), "dtype": _dtype_name(first.dtype, "record"), "shapes": shapes}
     return meta, tensors
 
 
@@ -257,7 +264,9 @@ def read_style_file(path: str, label: str, layer_tables: Mapping[str, tuple]) ->
         if meta.get("format") != FORMAT:
             header.fail("not a Z* style (no Z* metadata); save styles with Z* Save Style")
         version = meta.get("format_version", "")
-        if not version.isdigit() or int(version) > FORMAT_VERSION:
+        if not version.isdigit():
+            header.fail(f"format version {version!r} is not a version number; save the style again with Z* Save Style")
+        if int(version) > FORMAT_VERSION:
             header.fail(f"format version {version!r} is newer than this Z* ({FORMAT_VERSION}); update comfyui-zstar")
         try:
             contents = json.loads(meta.get("zstar", ""))

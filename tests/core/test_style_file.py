@@ -305,8 +305,9 @@ HEADER_TAMPERING = {
     "another format": (dict(meta=lambda m: m.update(format="someone.else")), r"not a Z\* style"),
     "newer format_version": (dict(meta=lambda m: m.update(format_version="2")),
                              r"format version '2' is newer than this Z\* \(1\); update comfyui-zstar$"),
-    "format_version not a number": (dict(meta=lambda m: m.update(format_version="1.0")), "format version '1.0'"),
-    "no format_version": (dict(meta=lambda m: m.pop("format_version")), "format version ''"),
+    "format_version not a number": (dict(meta=lambda m: m.update(format_version="1.0")),
+                                    "format version '1.0' is not a version number"),
+    "no format_version": (dict(meta=lambda m: m.pop("format_version")), "format version '' is not a version number"),
     "invalid JSON": (dict(meta=lambda m: m.update(zstar="{oops")), r"its Z\* metadata is not valid JSON$"),
     "no Z* JSON": (dict(meta=lambda m: m.pop("zstar")), "not valid JSON"),
     "neither section": (dict(meta=lambda m: m.update(zstar="{}")), "its metadata holds neither an inversion nor a record$"),
@@ -468,3 +469,17 @@ def test_a_family_this_z_star_lacks_is_refused(tmp_path, source):
     path = write_style_file(str(tmp_path), "bad.safetensors", **SOURCES[source]())
     refused(path, rf"metadata {source}.arch 'sd15' is not one of \['sdxl'\]$", tables={"sdxl": SD15_KEYS})
     refused(path, rf"metadata {source}.arch 'sd15' is not one of \[\]$", tables={})
+
+
+@pytest.mark.parametrize("what", ["inversion", "record"])
+def test_data_in_a_dtype_the_format_lacks_is_refused_before_writing(tmp_path, what):
+    """float64 latents (a hand-built inversion, say) get the pack's error, not a KeyError, and no file."""
+    data = make_inversion() if what == "inversion" else make_record()
+    if what == "inversion":
+        data = dataclasses.replace(data, trajectory=tuple(t.double() for t in data.trajectory))
+    else:
+        data = dataclasses.replace(data, kv={k: (a.double(), b.double()) for k, (a, b) in data.kv.items()})
+    with pytest.raises(ZStarError, match=rf"^{what}: float64 data cannot be saved; a style file holds "
+                                         r"bfloat16, float16, float32$"):
+        write_style_file(str(tmp_path), "s.safetensors", **{what: data})
+    assert os.listdir(tmp_path) == []
