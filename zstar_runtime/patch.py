@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..zstar_attention import (ZStarError, check_strength, recorded_style_attention, rows_per_chunk,
-                               zstar_batch_attention)
+from ..zstar_attention import ZStarError, check_strength, recorded_style_attention, zstar_batch_attention
 from . import host
 from .families import ModelFamily, describe, family, resolve_layers
 
@@ -65,7 +64,6 @@ class ZStarAttn1:
                                          query_mask=mask, probe=probe)
         if run.record is not None:
             halves = extra_options["cond_or_uncond"]
-            rows_per_chunk(q.shape[0], len(halves), run.layout.n_content)
             return recorded_style_attention(q, k, v, heads, run.layout.n_content,
                                             [recorded_halves(r, run.step, key, halves) for r in run.record],
                                             run.style_scales, query_mask=mask, attention=attention, probe=probe)

@@ -12,7 +12,7 @@ from ..zstar_attention.style_types import Inversion, StyleEntry, StyleRecord, ch
 from . import checks, host
 from .families import describe
 from .patch import RUN_KEY, zstar_config
-from .wrappers import NullTextState, RecordsOnDevice, apply_model_wrapper, install_nulltext, replace_kv
+from .wrappers import NullTextState, RecordsOnDevice, apply_model_wrapper, install_nulltext
 
 
 def style_entries(style) -> tuple:
@@ -115,8 +115,6 @@ def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
             nulltext.embeddings = tuple(e.to(like.device) for e in content.uncond_embeddings)
         if region is not None:
             run.query_mask = region.to(like.device)
-        if fast:  # one transfer per run, not one per step and layer
-            run.record = tuple(replace_kv(r, like.device) for r in run.record)
         content_traj = [t.to(like) for t in content.trajectory]
         style_trajs = [] if fast else [[t.to(like) for t in e.source.trajectory] for e in entries]
         cb = host.step_callback(model, content.steps, preview=progress)

@@ -65,8 +65,8 @@ class RecordsOnDevice:
     A record is large (about 1.1 GiB per 512 px style in float32). Before ComfyUI loads the
     model for sampling, this asks the host to free room for the records on the load device
     (model_management.free_memory, which unloads other models if needed) and moves them there,
-    so the model's own load then plans around memory that is really taken. On a CPU load
-    device the records already live where they are read, and nothing changes.
+    so the model's own load then plans around memory that is really taken. This is the run's one
+    transfer of the records. On a CPU load device they already live where they are read.
     """
 
     def __init__(self, run: ZStarRun):
