@@ -1,6 +1,7 @@
 """ComfyUI nodes for Z*: thin V3 wrappers over `zstar_attention`."""
 from comfy_api.latest import ComfyExtension, io
 
+from .flow_inversion import ZStarFlowInversion
 from .inversion import ZStarDDIMInversion, ZStarDDIMInversionPair
 from .nulltext import ZStarNullTextOptimization
 from .patch import ZStarAttentionPatch
@@ -11,7 +12,8 @@ from .style_map import ZStarStyleMap
 from .styles import ZStarStyleMix
 
 NODES = [ZStarDDIMInversion, ZStarDDIMInversionPair, ZStarNullTextOptimization, ZStarAttentionPatch,
-         ZStarStyleRecord, ZStarStyleMix, ZStarSampler, ZStarStyleMap, ZStarSaveStyle, ZStarLoadStyle]
+         ZStarStyleRecord, ZStarStyleMix, ZStarSampler, ZStarStyleMap, ZStarSaveStyle, ZStarLoadStyle,
+         ZStarFlowInversion]
 
 
 class ZStarExtension(ComfyExtension):

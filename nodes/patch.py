@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..zstar_attention import PAPER_PRESET
-from ..zstar_runtime.patch import patch_model
+from ..zstar_runtime.patch import POSITIONS, patch_model
 from . import validation
 
 
@@ -19,26 +19,32 @@ class ZStarAttentionPatch(io.ComfyNode):
                         "content looks at the style's keys and values, with style logits scaled by λ "
                         "inside one softmax. Elsewhere the model is untouched.",
             inputs=[
-                io.Model.Input("model", tooltip="The MODEL to patch (SD1.5, SD2.x or SDXL). The input model is not changed."),
+                io.Model.Input("model", tooltip="The MODEL to patch (SD1.5, SD2.x, SDXL, Flux.1 or SD3.5). The input model is not changed."),
                 io.Float.Input("style_strength", default=PAPER_PRESET.style_scale, min=0.0, max=10.0, step=0.05,
                                tooltip="λ: scales the style logits inside the softmax. Higher = stronger style, lower = more of the content's own look. Paper: 1.2."),
                 io.Float.Input("style_self_strength", default=PAPER_PRESET.style_self_scale, min=0.0, max=10.0, step=0.05,
                                tooltip="λ_style: the official code also reweights the style row against the content (1.5). 0 = off (plain self-attention for the style row; needed for exact fast mode)."),
                 io.String.Input("layers", default="auto",
-                                tooltip="Which self-attention layers to reweight, counted in execution order: 'auto' = the paper's choice for this model (SD1.5/SD2.x: 10-15, the decoder's last six), or e.g. '10-15', '10,12,14'."),
+                                tooltip="Which self-attention layers to reweight, counted in execution order: 'auto' = the paper's choice for this model (SD1.5/SD2.x: 10-15, the decoder's last six; SDXL 34-69; Flux.1: single blocks 20-37 = 39-56; SD3.5: the second half of the joint blocks), or e.g. '10-15', '10,12,14'. Flux numbers double blocks first, then single blocks; SD3.5 joint blocks first, then the MMDiT-X image-only attentions."),
                 io.Int.Input("start_step", default=PAPER_PRESET.start_step, min=0, max=1000,
                              tooltip="First step (0-based) that reweights. Earlier steps use plain attention and fix the layout. Paper: 5."),
                 io.Int.Input("end_step", default=PAPER_PRESET.end_step, min=1, max=1000,
                              tooltip="Step where reweighting stops (exclusive). Paper: 30 of 30, i.e. to the end."),
+                io.Combo.Input("style_positions", options=list(POSITIONS), default="auto", optional=True,
+                               tooltip="Flux only (rotary positions): where the style's keys sit for the content's queries. as_recorded: on the content's own grid (a query prefers style tokens at its own position, which can copy the style's layout). shifted: moved to a range of their own, as ComfyUI's ReferenceLatent places a reference image (index +1, beside the image). auto = shifted on Flux; models without rotary positions take auto or as_recorded."),
             ],
             outputs=[io.Model.Output(tooltip="A patched copy of the model; wire it into the Z* Sampler.")],
         )
 
     @classmethod
-    def validate_inputs(cls, style_strength=None, style_self_strength=None, layers=None, start_step=None, end_step=None):
-        return validation.report(validation.patch_inputs, cls, style_strength, style_self_strength, layers, start_step, end_step)
+    def validate_inputs(cls, style_strength=None, style_self_strength=None, layers=None, start_step=None, end_step=None,
+                        style_positions=None):
+        return validation.report(validation.patch_inputs, cls, style_strength, style_self_strength, layers, start_step,
+                                 end_step, style_positions)
 
     @classmethod
-    def execute(cls, model, style_strength, style_self_strength, layers, start_step, end_step) -> io.NodeOutput:
-        validation.patch_inputs(cls, style_strength, style_self_strength, layers, start_step, end_step)
-        return io.NodeOutput(patch_model(model, style_strength, style_self_strength, layers, start_step, end_step))
+    def execute(cls, model, style_strength, style_self_strength, layers, start_step, end_step,
+                style_positions="auto") -> io.NodeOutput:
+        validation.patch_inputs(cls, style_strength, style_self_strength, layers, start_step, end_step, style_positions)
+        return io.NodeOutput(patch_model(model, style_strength, style_self_strength, layers, start_step, end_step,
+                                         style_positions))

@@ -120,9 +120,9 @@ def check_steps(steps, train_steps: int = DEFAULT_TRAIN_STEPS):
 # -- per node: the widget checks, shared by validate_inputs and execute
 
 def patch_inputs(node_cls, style_strength=None, style_self_strength=None, layers=None, start_step=None,
-                 end_step=None):
+                 end_step=None, style_positions=None):
     check_widgets(node_cls, style_strength=style_strength, style_self_strength=style_self_strength,
-                  layers=layers, start_step=start_step, end_step=end_step)
+                  layers=layers, start_step=start_step, end_step=end_step, style_positions=style_positions)
     check_layer_syntax(layers)
     check_step_order(start_step, end_step)
 

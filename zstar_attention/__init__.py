@@ -15,6 +15,8 @@ Module map (which function runs when):
     grid.py                a layer's token grid on the latent
     schedule.py, ddim.py   the official DDIM schedule, step, inversion and sampling
     flow.py                rectified-flow (Flux, SD3.5) inversion and sampling: first order and FireFlow second order
+    joint_attention.py     JOINT ATTENTION (Flux, SD3.5): joint_zstar_attention over [text ; image] tokens,
+                           content image queries reweighted; rope_rotation moves the style keys' positions
     sampling.py            the Z* denoising loop (replay / alongside), any denoiser
     layers.py              layer strings ("10-15") and step windows
     presets.py             the paper preset (the authors' code's settings), read by nodes, workflows, benchmarks
@@ -36,6 +38,7 @@ from .presets import PAPER_PRESET, ZStarPreset
 from .rows import RowLayout, SharedRunState, ZStarRun, rows_per_chunk
 from .batch_attention import zstar_batch_attention
 from .recorded_attention import recorded_style_attention
+from .joint_attention import joint_zstar_attention, rope_rotation, rotate_keys
 from .grid import token_grid
 from .sampling import STYLE_MODES, zstar_denoise
 
@@ -48,5 +51,5 @@ __all__ = [
     "parse_layers", "select_attn1_keys", "step_window",
     "ZStarPreset", "PAPER_PRESET",
     "RowLayout", "SharedRunState", "ZStarRun", "rows_per_chunk", "zstar_batch_attention",
-    "recorded_style_attention", "token_grid", "STYLE_MODES", "zstar_denoise",
+    "recorded_style_attention", "joint_zstar_attention", "rope_rotation", "rotate_keys", "token_grid", "STYLE_MODES", "zstar_denoise",
 ]

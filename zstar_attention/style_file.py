@@ -61,7 +61,7 @@ def inversion_payload(inv: Inversion) -> tuple[dict, dict]:
     meta = {"arch": inv.arch, "model_type": inv.model_type, "steps": inv.steps,
             "sigmas": [float(s) for s in inv.sigmas], "timesteps": [int(t) for t in inv.timesteps],
             "batch": inv.batch, "latent_shape": list(inv.latent_shape), "dtype": _dtype_name(dtype, "inversion"),
-            "nulltext_cfg": inv.nulltext_cfg, "uncond": None}
+            "nulltext_cfg": inv.nulltext_cfg, "uncond": None, "guidance": inv.guidance}
     tensors = {f"inversion.trajectory.{i}": _plain(t) for i, t in enumerate(inv.trajectory)}
     tensors["inversion.sigmas"] = _plain(inv.sigmas.float())
     if inv.uncond_embeddings is not None:
@@ -178,8 +178,8 @@ def _schedule(meta: dict, header: _Header, section: str) -> tuple[int, torch.Ten
     if not all(isinstance(s, (int, float)) and math.isfinite(s) for s in listed) or \
             not torch.equal(sigmas, torch.tensor(listed, dtype=torch.float32)):
         header.fail(f"tensor '{section}.sigmas' differs from the metadata's sigmas")
-    if not (sigmas > 0).all() or not (sigmas[1:] < sigmas[:-1]).all():
-        header.fail(f"'{section}.sigmas' must be positive and decreasing")
+    if not (sigmas[:-1] > 0).all() or not sigmas[-1] >= 0 or not (sigmas[1:] < sigmas[:-1]).all():
+        header.fail(f"'{section}.sigmas' must be decreasing and positive (a flow schedule may end at 0)")
     return steps, sigmas, arch, model_type
 
 
@@ -213,8 +213,13 @@ def read_inversion(meta: dict, header: _Header) -> Inversion:
         if not isinstance(nulltext_cfg, (int, float)) or isinstance(nulltext_cfg, bool):
             header.fail("metadata inversion.nulltext_cfg must be a number for a null-text inversion")
         nulltext_cfg = float(nulltext_cfg)
+    guidance = meta.get("guidance")  # optional: files written before Flux support have none
+    if guidance is not None and (not isinstance(guidance, (int, float)) or isinstance(guidance, bool)
+                                 or not math.isfinite(guidance)):
+        header.fail("metadata inversion.guidance must be a finite number or null")
     return Inversion(trajectory=trajectory, sigmas=sigmas, timesteps=tuple(timesteps), arch=arch,
-                     model_type=model_type, uncond_embeddings=uncond, nulltext_cfg=nulltext_cfg if uncond else None)
+                     model_type=model_type, uncond_embeddings=uncond, nulltext_cfg=nulltext_cfg if uncond else None,
+                     guidance=None if guidance is None else float(guidance))
 
 
 def read_record(meta: dict, header: _Header) -> StyleRecord:

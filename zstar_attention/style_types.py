@@ -14,7 +14,7 @@ from .errors import ZStarError
 
 @dataclass(frozen=True, eq=False)
 class Inversion:
-    """A DDIM inversion: everything the sampler needs to replay or denoise an image.
+    """A DDIM (U-Net) or flow (Flux, SD3.5) inversion: everything the sampler needs to replay or denoise an image.
 
     trajectory[i] is the latent at sigmas[i] in the model's sampling space (after
     process_latent_in, σ-scaled as ComfyUI's samplers keep it); trajectory[-1] is the clean
@@ -29,6 +29,7 @@ class Inversion:
     model_type: str
     uncond_embeddings: tuple | None = None
     nulltext_cfg: float | None = None
+    guidance: float | None = None  # Flux.1-dev: the guidance embedding the inversion ran with
 
     @property
     def steps(self) -> int:

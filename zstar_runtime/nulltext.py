@@ -67,6 +67,7 @@ def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER
                       iterations=PAPER_PRESET.nulltext_iterations, lr=PAPER_PRESET.nulltext_lr,
                       progress=True, log=None) -> Inversion:
     info = describe(model)
+    info.require("nulltext", "Z* Null-Text Optimization")
     checks.check_inversion_model(info, inversion, "inversion")
     uncond = plain_uncond(negative)
     state = NullTextState()

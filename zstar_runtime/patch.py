@@ -33,15 +33,25 @@ class ZStarConfig:
     start_step: int
     end_step: int
     arch: str
+    positions: str = "as_recorded"  # rotary positions of the style keys (Flux): as_recorded | shifted
+    style_text: bool = False  # transformers: the style lends its text keys too (an invariant's switch, not the method)
 
 
-class ZStarAttn1:
-    """The hook on one family's attention layers. Without a Z* run in progress (or outside its
-    window) it is exactly the host's attention, so a patched model in any other sampler behaves
-    as unpatched."""
+class ZStarHook:
+    """What every Z* hook is (U-Net attn1 replacement, transformer block replacement): the
+    patch's config, and exactly the host's computation whenever no Z* run is reweighting."""
 
     def __init__(self, config: ZStarConfig):
         self.config = config
+
+
+class ZStarAttn1(ZStarHook):
+    """The hook on a U-Net family's self-attention layers. Without a Z* run in progress (or
+    outside its window) it is exactly the host's attention, so a patched model in any other
+    sampler behaves as unpatched."""
+
+    def __init__(self, config: ZStarConfig):
+        super().__init__(config)
         self.family: ModelFamily = family(config.arch)
 
     def __call__(self, q, k, v, extra_options):
@@ -102,7 +112,23 @@ def query_mask_for(run, grid: tuple):
     return cache[(h, w)]
 
 
-def patch_model(model, style_scale, style_self_scale, layers, start_step, end_step):
+POSITIONS = ("auto", "as_recorded", "shifted")
+
+
+def resolve_positions(info, positions: str) -> str:
+    """'auto' → 'shifted' on a model with rotary positions (Flux), 'as_recorded' elsewhere."""
+    if positions not in POSITIONS:
+        raise ZStarError(f"style_positions: '{positions}' is not one of {', '.join(POSITIONS)}")
+    rope = getattr(info.family, "has_rope", False)
+    if positions == "auto":
+        return "shifted" if rope else "as_recorded"
+    if positions == "shifted" and not rope:
+        raise ZStarError(f"style_positions: {info.family.label} has no rotary positions to shift (its attention sees "
+                         "no positions, or they are added to the tokens before the blocks); use 'auto' or 'as_recorded'")
+    return positions
+
+
+def patch_model(model, style_scale, style_self_scale, layers, start_step, end_step, positions="auto"):
     """A clone of `model` with Z* on the chosen layers and steps (what Z* Attention Patch returns)."""
     check_strength(style_scale, "style_strength")
     check_strength(style_self_scale, "style_self_strength")
@@ -110,17 +136,17 @@ def patch_model(model, style_scale, style_self_scale, layers, start_step, end_st
         raise ZStarError(f"start_step/end_step: need 0 ≤ start_step < end_step, got {start_step} and {end_step}")
     info = describe(model)
     chosen = resolve_layers(info, layers)
-    keys = tuple(info.attn1_keys[i] for i in chosen)
+    keys = tuple(info.layer_keys[i] for i in chosen)
     config = ZStarConfig(style_scale=float(style_scale), style_self_scale=float(style_self_scale),
                          layers=chosen, keys=keys, start_step=int(start_step), end_step=int(end_step),
-                         arch=info.arch)
+                         arch=info.arch, positions=resolve_positions(info, positions))
     patched = install_patch(model, config)
     patched.model_options.setdefault("transformer_options", {})[CONFIG_KEY] = config
     return patched
 
 
 def install_patch(model, config: ZStarConfig):
-    """A clone of model with ZStarAttn1 on config.keys, through the family's hook.
+    """A clone of model with the family's Z* hook on config.keys (ZStarAttn1 for U-Nets).
 
     One Z* patch at a time: the Z* layers of an earlier patch on this MODEL are removed first,
     so a second Attention Patch replaces the first completely instead of adding to it.
@@ -128,13 +154,13 @@ def install_patch(model, config: ZStarConfig):
     fam = family(config.arch)
     patched = model.clone()
     existing = fam.installed(patched)
-    earlier = tuple(k for k, p in existing.items() if isinstance(p, ZStarAttn1))
+    earlier = tuple(k for k, p in existing.items() if isinstance(p, ZStarHook))
     fam.remove(patched, earlier)
     foreign = [k for k in config.keys if k in existing and k not in earlier]
     if foreign:
         logging.warning("Z*: replacing another node's attn1 patch on %s", foreign)
     patched.model_options.setdefault("transformer_options", {}).pop(CONFIG_KEY, None)
-    fam.install(patched, ZStarAttn1(config), config.keys)
+    fam.install(patched, config, config.keys)
     return patched
 
 
@@ -148,12 +174,13 @@ def zstar_config(model) -> ZStarConfig:
 
 
 def check_patch_installed(model, config: ZStarConfig):
-    """Every layer the config names must still run ZStarAttn1 in this MODEL; a node applied
+    """Every layer the config names must still run a Z* hook in this MODEL; a node applied
     after the patch that replaced some of them would otherwise give a silently plain run."""
-    hooks = family(config.arch).installed(model)
-    lost = [(n, key) for n, key in zip(config.layers, config.keys) if not isinstance(hooks.get(key), ZStarAttn1)]
+    fam = family(config.arch)
+    hooks = fam.installed(model)
+    lost = [(n, key) for n, key in zip(config.layers, config.keys) if not isinstance(hooks.get(key), ZStarHook)]
     if lost:
-        names = ", ".join(f"{n} ({block} {block_id}.{index})" for n, (block, block_id, index) in lost)
+        names = ", ".join(f"{n} ({fam.key_label(key)})" for n, key in lost)
         raise ZStarError(f"model: Z* layers {names} no longer carry the Z* attention: a node applied after "
                          "'Z* Attention Patch' replaced their self-attention. Apply that node before the patch, "
                          "or leave those layers out of the patch's layers")

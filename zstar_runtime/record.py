@@ -18,11 +18,12 @@ from .patch import RUN_KEY, ZStarConfig, install_patch
 def record_style(model, style: Inversion, positive, negative, cfg=1.0, layers="auto",
                  start_step=PAPER_PRESET.start_step, end_step=PAPER_PRESET.end_step, progress=True) -> StyleRecord:
     info = describe(model)
+    info.require("record", "Z* Style Record (fast mode)")
     checks.check_inversion_model(info, style, "style")
     if style.batch != 1:
         raise ZStarError(f"style: the inversion holds {style.batch} images; record one style image at a time")
     chosen = resolve_layers(info, layers)
-    keys = tuple(info.attn1_keys[i] for i in chosen)
+    keys = tuple(info.layer_keys[i] for i in chosen)
     window = step_window(style.steps, start_step, end_step)
     config = ZStarConfig(0.0, 0.0, chosen, keys, start_step, end_step, info.arch)
     clone = install_patch(model, config)

@@ -78,6 +78,8 @@ def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
     config = zstar_config(model)
     entries = style_entries(style)
     fast = check_inputs(info, config, content, entries)
+    if fast:
+        info.require("record", "fast mode (a Z* Style Record as the style)")
     if content.nulltext_cfg is not None and cfg != content.nulltext_cfg:
         logging.warning("Z*: the content's null-text embeddings were optimised for cfg %g, this sampler uses cfg %g; "
                         "the reconstruction is only exact at the same cfg", content.nulltext_cfg, cfg)
@@ -96,6 +98,10 @@ def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
     run.latent_shape = tuple(content.latent_shape)
     if probe is not None:
         run.extra["probe"] = probe
+    if not fast and any(e.source.guidance is not None for e in entries):
+        # Flux.1-dev: the style rows replay their inversion, so they run with ITS guidance; the content rows
+        # keep the sampler's conditioning (FluxGuidance). One value per style row of a chunk, in layout order.
+        run.extra["style_guidance"] = tuple(e.source.guidance for _ in range(layout.groups) for e in entries)
 
     patched = model.clone()
     patched.model_options["transformer_options"][RUN_KEY] = run

@@ -77,18 +77,19 @@ def chosen_keys(info, config, layers: str) -> set:
     """The patched keys among `layers` ('all' = every patched layer)."""
     if layers.strip().lower() in ("", "all"):
         return set(config.keys)
-    chosen = parse_layers(layers, len(info.attn1_keys))
+    chosen = parse_layers(layers, len(info.layer_keys))
     missing = [n for n in chosen if n not in config.layers]
     if missing:
         raise ZStarError(f"layers: {missing} are not reweighted by the patch, which uses layers {list(config.layers)}; "
                          "pick among those or 'all'")
-    return {info.attn1_keys[n] for n in chosen}
+    return {info.layer_keys[n] for n in chosen}
 
 
 def style_map(model, content, style, positive, negative, cfg=1.0, anchor=PAPER_PRESET.anchor,
               style_mode="replay", layers="all", start_step=0, end_step=1000, mask=None, progress=True):
     """Run the Z* sampler with a share probe; returns (heatmap IMAGE, stylized samples, share MASK)."""
     info = describe(model)
+    info.require("style_map", "Z* Style Map")
     config = zstar_config(model)
     keys = chosen_keys(info, config, layers)
     first, last = max(start_step, config.start_step), min(end_step, config.end_step, content.steps)

@@ -1,7 +1,8 @@
 """The model wrappers Z* puts on its clones, through ComfyUI's wrapper mechanism.
 
 - apply_model_wrapper (APPLY_MODEL): every model call of a Z* run is checked against the run's
-  rows and latent size; ControlNet residuals are kept off the style rows.
+  rows and latent size; ControlNet residuals are kept off the style rows; Flux's style rows get
+  their inversion's guidance.
 - RecordsOnDevice (PREPARE_SAMPLING): fast mode's style records are memory the host must see.
 - nulltext_wrapper (APPLY_MODEL): the unconditional rows get the null-text embedding of the step.
 - cached_cond_wrapper (CALC_COND_BATCH): during null-text optimisation, the conditional half
@@ -36,6 +37,13 @@ def style_rows_mask(run: ZStarRun, n_chunks: int) -> torch.Tensor:
     return is_style.repeat(n_chunks)
 
 
+def style_rows_guidance(run: ZStarRun, guidance: torch.Tensor, n_chunks: int) -> torch.Tensor:
+    """Flux's per-row guidance with the style rows set to their inversions' guidance."""
+    rows = guidance.reshape(n_chunks, run.layout.rows).clone()
+    rows[:, run.layout.n_content:] = torch.tensor(run.extra["style_guidance"], dtype=rows.dtype, device=rows.device)
+    return rows.reshape(guidance.shape)
+
+
 def apply_model_wrapper(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
     """Per-call checks and adjustments Z* needs on top of ComfyUI's conditioning.
 
@@ -47,6 +55,11 @@ def apply_model_wrapper(executor, x, t, c_concat, c_crossattn, control, transfor
     if run is not None:
         n_chunks = len(transformer_options.get("cond_or_uncond") or [0])
         run.check_call(tuple(x.shape), n_chunks)
+        if kwargs.get("ref_latents") is not None:
+            raise ZStarError("conditioning: carries reference latents (ReferenceLatent / Flux Kontext), whose image "
+                             "tokens Z* cannot tell from the content's; use plain conditionings")
+        if run.stacked and kwargs.get("guidance") is not None and run.extra.get("style_guidance"):
+            kwargs["guidance"] = style_rows_guidance(run, kwargs["guidance"], n_chunks)
         if run.stacked and control:
             keep = (~style_rows_mask(run, n_chunks)).to(x.device)
             control = {name: [None if r is None else r * keep.view(-1, *([1] * (r.ndim - 1))).to(r.dtype)

@@ -85,9 +85,11 @@ def patcher(config, seed: int | None = None, state_dict=None, dtype=torch.float3
     model = config.get_model(state_dict or {}, device=CPU)
     if seed is not None:
         init_random(model.diffusion_model, seed)
+        net = model.diffusion_model
+        last = net.out[-1] if hasattr(net, "out") else net.final_layer.linear  # U-Net | Flux, MMDiT
         with torch.no_grad():
-            model.diffusion_model.out[-1].weight.mul_(out_scale)
-            model.diffusion_model.out[-1].bias.mul_(out_scale)
+            last.weight.mul_(out_scale)
+            last.bias.mul_(out_scale)
         model.diffusion_model.to(dtype)
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device or comfy.model_management.get_torch_device(),
                                             offload_device=CPU)
@@ -118,14 +120,65 @@ def sdxl(seed: int | None = 0, **options):
     return patcher(config, seed, **options)
 
 
-def sd3(**options):
-    """A one-block SD3 MMDiT: a model family Z* must refuse by name (no random weights needed)."""
+# Flux.1's layout (comfy/model_detection.py, the "flux" entry) shrunk: 2 double + 3 single blocks,
+# width 64 in 2 heads of 32 with rotary axes 8+12+12 (real: 19 + 38 blocks, 3072 in 24 heads of 128, 16+56+56).
+FLUX_SMALL = {
+    "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2, "vec_in_dim": POOLED,
+    "context_in_dim": SMALL_CONTEXT, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2,
+    "depth_single_blocks": 3, "axes_dim": [8, 12, 12], "theta": 10000, "qkv_bias": True, "guidance_embed": True,
+}
+FLOW_OUT_SCALE = 0.3  # a velocity of a third of the latent's scale: a real, curved flow the solvers must follow
+
+
+def flux(seed: int | None = 0, **overrides):
+    """Flux.1-dev's layout (comfy.supported_models.Flux, with the guidance embedding) shrunk; condition
+    it with flux_cond. overrides change FLUX_SMALL entries (e.g. guidance_embed=False for schnell)."""
+    import inspect
+    import comfy.ldm.flux.model
+
+    unet = {**FLUX_SMALL, **overrides}
+    if "txt_ids_dims" in inspect.signature(comfy.ldm.flux.model.FluxParams).parameters:  # newer hosts
+        unet.setdefault("txt_ids_dims", [])
+    cls = comfy.supported_models.Flux if unet["guidance_embed"] else comfy.supported_models.FluxSchnell
+    return patcher(cls(unet), seed, out_scale=FLOW_OUT_SCALE)
+
+
+def sd3(seed: int | None = None, depth: int = 2, x_self_attn=(0,), **options):
+    """SD3.5's MMDiT-X layout (comfy.supported_models.SD3, RMS q/k norms, an image-only second
+    attention in the blocks `x_self_attn`, as SD3.5 Medium's 0-12) shrunk: `depth` joint blocks
+    of width 64·depth. Without a seed the weights stay as allocated (enough for refusals)."""
     config = comfy.supported_models.SD3({
-        "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": 1, "input_size": None,
-        "adm_in_channels": 32, "pos_embed_scaling_factor": None, "pos_embed_max_size": 8, "num_patches": 64,
-        "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 32, "out_features": 64}},
+        "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": depth, "input_size": None,
+        "adm_in_channels": POOLED, "pos_embed_scaling_factor": None, "pos_embed_max_size": 16, "num_patches": 256,
+        "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": SMALL_CONTEXT,
+                                                                             "out_features": 64 * depth}},
+        "qk_norm": "rms", "x_block_self_attn_layers": list(x_self_attn),
     })
+    if seed is None:
+        return patcher(config, load_device=CPU, **options)
+    return patcher(config, seed, out_scale=FLOW_OUT_SCALE, **options)
+
+
+def auraflow(**options):
+    """A tiny AuraFlow: a rectified-flow MMDiT Z* has no adapter for (no random weights needed)."""
+    config = comfy.supported_models.AuraFlow({"max_seq": 16, "cond_seq_dim": SMALL_CONTEXT, "n_layers": 2,
+                                              "n_double_layers": 1, "dim": 64, "n_heads": 2, "patch_size": 2,
+                                              "in_channels": 4})
     return patcher(config, load_device=CPU, **options)
+
+
+def flow_cond(seed: int, tokens: int = 16, guidance: float | None = None):
+    """A Flux / SD3 CONDITIONING: text tokens plus the pooled vector ("y"); guidance as FluxGuidance sets it."""
+    gen = torch.Generator().manual_seed(seed)
+    extra = {"pooled_output": torch.randn(1, POOLED, generator=gen)}
+    if guidance is not None:
+        extra["guidance"] = guidance
+    return [[torch.randn(1, tokens, SMALL_CONTEXT, generator=gen), extra]]
+
+
+def flow_latent(seed: int, batch: int = 1, size: int = LATENT_SIZE):
+    gen = torch.Generator().manual_seed(seed)
+    return {"samples": torch.randn(batch, 16, size, size, generator=gen)}
 
 
 def cond(seed: int, tokens: int = 77, dim: int = SMALL_CONTEXT):

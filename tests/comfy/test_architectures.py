@@ -138,12 +138,11 @@ def test_sd2_v_prediction():
     assert err <= 1e-4
 
 
-def test_sd3_is_refused_naming_it():
-    model = models.sd3()
-    with pytest.raises(ZStarError, match=r"this MODEL is SD3/SD3.*MMDIT"):
+def test_other_transformers_are_refused_naming_them():
+    """AuraFlow: an MMDiT-like transformer Z* has no adapter for, refused by name."""
+    model = models.auraflow()
+    with pytest.raises(ZStarError, match=r"Flux.1 and SD3/SD3.5 transformers; this MODEL is AuraFlow/AuraFlow.*\(MMDiT\)"):
         describe(model)
-    with pytest.raises(ZStarError, match="SD3/SD3"):
-        patch_model(model, 1.2, 1.5, "auto", 5, 30)
 
 
 def test_video_unet_is_refused_naming_it():

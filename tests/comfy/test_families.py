@@ -14,7 +14,11 @@ import torch  # noqa: E402
 
 from comfyui_zstar.zstar_attention import (ddim_step, ddim_timesteps, parse_layers, scaled_linear_alphas_cumprod,  # noqa: E402
                                            select_attn1_keys, vp_scale)
-from comfyui_zstar.zstar_runtime.families import FAMILIES, SD2, SD15, SDXL, family, layer_tables  # noqa: E402
+from comfyui_zstar.zstar_attention import flow_step  # noqa: E402
+from comfyui_zstar.zstar_runtime.families import FAMILIES, FLUX, SD2, SD3, SD15, SDXL, family, layer_tables  # noqa: E402
+
+UNETS = (SD2, SD15, SDXL)
+FLOWS = (FLUX, SD3)
 
 
 def test_sd15_keys_exact():
@@ -57,12 +61,27 @@ def test_every_family_keeps_the_adapter_contract(fam):
 
 
 def test_families_are_told_apart_by_name():
-    assert [f.name for f in FAMILIES] == ["sd2", "sd15", "sdxl"]
-    with pytest.raises(ValueError, match="model family 'flux' is not one of sd2, sd15, sdxl"):
-        family("flux")
+    assert [f.name for f in FAMILIES] == ["sd2", "sd15", "sdxl", "flux", "sd3"]
+    with pytest.raises(ValueError, match="model family 'flux2' is not one of sd2, sd15, sdxl, flux, sd3"):
+        family("flux2")
 
 
-@pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
+@pytest.mark.parametrize("fam", FLOWS, ids=lambda f: f.name)
+def test_flow_families_own_the_flow_parameterisation(fam):
+    """The transformer adapters: the host's 'simple' schedule ending at σ = 0, the flow step, no scale."""
+    table = torch.linspace(0.0001, 1.0, 1000)
+    sigmas, index = fam.schedule(table, 30)
+    assert len(sigmas) == 31 and sigmas[0] == 1.0 and sigmas[-1] == 0.0 and index[0] == 999
+    assert (sigmas[1:] < sigmas[:-1]).all()
+    gen = torch.Generator().manual_seed(0)
+    x, d = torch.randn(2, 16, 8, 8, generator=gen), torch.randn(2, 16, 8, 8, generator=gen)
+    assert torch.equal(fam.step(x, d, sigmas[3], sigmas[4]), flow_step(x, d, sigmas[3], sigmas[4]))
+    assert fam.clean_scale(0.0) == 1.0 and fam.inversion == "flow" and not fam.features
+    with pytest.raises(ValueError, match="steps: 1001 is more than the model's 1000 noise levels"):
+        fam.schedule(table, 1001)
+
+
+@pytest.mark.parametrize("fam", UNETS, ids=lambda f: f.name)
 def test_unet_families_own_the_official_ddim_parameterisation(fam):
     """The U-Net adapters' schedule, step and clean-latent scale are the official DDIM ones."""
     alphas = scaled_linear_alphas_cumprod().float()

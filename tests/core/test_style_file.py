@@ -132,7 +132,7 @@ def test_the_file_holds_exactly_the_documented_tensors_and_metadata(tmp_path):
     assert contents["inversion"] == {
         "arch": "sd15", "model_type": "EPS", "steps": STEPS, "sigmas": SIGMAS, "timesteps": list(inversion.timesteps),
         "batch": 1, "latent_shape": list(LATENT), "dtype": "float32", "nulltext_cfg": 7.5,
-        "uncond": {"shape": [1, 77, 64], "dtype": "float32"}}
+        "uncond": {"shape": [1, 77, 64], "dtype": "float32"}, "guidance": None}
     assert contents["record"] == {
         "arch": "sd15", "model_type": "EPS", "steps": STEPS, "sigmas": SIGMAS, "layers": [10, 13],
         "keys": [["output", 6, 0], ["output", 9, 0]], "start_step": START, "end_step": STEPS, "halves": [0, 1],
@@ -341,10 +341,12 @@ INVERSION_TAMPERING = {
     "sigmas in float64": (dict(tensors=_set("inversion.sigmas", lambda t: t.double())),
                           "'inversion.sigmas' is F64, the metadata promises float32$"),
     "short sigma list": (dict(contents=lambda c: c["inversion"]["sigmas"].pop()), f"lists {STEPS} sigmas for {STEPS} steps"),
-    "increasing sigmas": (_sigmas("inversion", SIGMAS[::-1]), "'inversion.sigmas' must be positive and decreasing$"),
+    "increasing sigmas": (_sigmas("inversion", SIGMAS[::-1]), "'inversion.sigmas' must be decreasing and positive \\(a flow schedule may end at 0\\)$"),
     "a repeated sigma": (_sigmas("inversion", [14.5, 7.25, 7.25, 1.75, 0.875, 0.4375, 0.03125]),
-                         "must be positive and decreasing"),
-    "a zero sigma": (_sigmas("inversion", SIGMAS[:-1] + [0.0]), "must be positive and decreasing"),
+                         "must be decreasing and positive"),
+    "a zero sigma inside": (_sigmas("inversion", [14.5, 7.25, 0.0, 1.75, 0.875, 0.4375, 0.03125]),
+                            "must be decreasing and positive"),
+    "a negative last sigma": (_sigmas("inversion", SIGMAS[:-1] + [-0.5]), "must be decreasing and positive"),
     "stray tensor": (dict(tensors=lambda raw: raw.update(extra=torch.zeros(1))),
                      r"tensors the metadata does not describe: \['extra'\]$"),
     "NaN": (dict(tensors=_set("inversion.trajectory.0", lambda t: t * float("nan"))),
@@ -358,6 +360,10 @@ INVERSION_TAMPERING = {
     "unknown dtype": (dict(contents=_update("inversion", dtype="float64")),
                       r"metadata inversion.dtype 'float64' is not one of \['bfloat16', 'float16', 'float32'\]$"),
     "no batch": (dict(contents=_update("inversion", batch=0)), "metadata inversion.batch must be at least 1$"),
+    "guidance as text": (dict(contents=_update("inversion", guidance="strong")),
+                         "metadata inversion.guidance must be a finite number or null$"),
+    "guidance as a bool": (dict(contents=_update("inversion", guidance=True)),
+                           "metadata inversion.guidance must be a finite number or null$"),
     "batch disagrees": (dict(contents=_update("inversion", batch=2)),
                         r"'inversion.trajectory.0' has shape \[1, 4, 8, 8\], the metadata promises \[2, 4, 8, 8\]"),
 }
@@ -388,7 +394,7 @@ RECORD_TAMPERING = {
     "record sigmas disagree": (dict(tensors=_set("record.sigmas", lambda t: t / 2)),
                                "tensor 'record.sigmas' differs from the metadata's sigmas$"),
     "decreasing then increasing sigmas": (_sigmas("record", [14.5, 7.25, 3.5, 7.0, 0.875, 0.4375, 0.03125]),
-                                          "'record.sigmas' must be positive and decreasing$"),
+                                          "'record.sigmas' must be decreasing and positive \\(a flow schedule may end at 0\\)$"),
     "not a token grid": (dict(contents=lambda c: c["record"]["shapes"].update({"output.9.0": [63, 16]})),
                          r"layer output.9.0 has 63 tokens, which is no level of a \[8, 8\] latent$"),
     "more tokens than the latent": (dict(contents=lambda c: c["record"]["shapes"].update({"output.6.0": [128, 24]})),
@@ -483,3 +489,21 @@ def test_data_in_a_dtype_the_format_lacks_is_refused_before_writing(tmp_path, wh
                                          r"bfloat16, float16, float32$"):
         write_style_file(str(tmp_path), "s.safetensors", **{what: data})
     assert os.listdir(tmp_path) == []
+
+
+def test_a_flow_inversion_keeps_its_guidance_and_its_schedule_ending_at_zero(tmp_path):
+    """Flux.1-dev inversions carry the guidance they ran with; flow schedules end at σ = 0."""
+    sigmas = [1.0, 0.75, 0.5, 0.25, 0.125, 0.0625, 0.0]
+    base = make_inversion()
+    inv = Inversion(trajectory=base.trajectory, sigmas=torch.tensor(sigmas), timesteps=tuple(range(9999, 9993, -1)),
+                    arch="flux", model_type="Flux/Flux (flux)", guidance=1.5)
+    path = write_style_file(str(tmp_path), "flux.safetensors", inversion=inv)
+    back, _ = read(path, {**LAYER_TABLES, "flux": ()})
+    assert back.guidance == 1.5 and back.sigmas.tolist() == sigmas and back.arch == "flux"
+    assert all(torch.equal(a, b) for a, b in zip(back.trajectory, inv.trajectory))
+
+
+def test_a_file_from_before_guidance_reads_as_none(tmp_path):
+    good = write_style_file(str(tmp_path), "good.safetensors", inversion=make_inversion())
+    back, _ = read(tampered(good, contents=lambda c: c["inversion"].pop("guidance")))
+    assert back.guidance is None

@@ -2,7 +2,10 @@
 
     sd.py     SD1.5 and SD2.x (the paper's family)
     sdxl.py   SDXL
+    flux.py   Flux.1 (dev, schnell)
+    sd3.py    SD3 / SD3.5 (MMDiT, MMDiT-X)
     unet.py   what the U-Net families share (attn1 replacement, DDIM on a DDPM schedule)
+    dit.py    what the transformer families share (block replacement + attention override, flow ODE)
     base.py   what an adapter must provide
 
 `describe(model)` names the family of a ComfyUI MODEL, or stops with an error that names the
@@ -16,14 +19,17 @@ import torch
 
 from ...zstar_attention import ZStarError, parse_layers
 from .base import ModelFamily
+from .dit import DIT_SUPPORTED
+from .flux import FLUX
 from .sd import SD2, SD15
+from .sd3 import SD3
 from .sdxl import SDXL
 from .unet import SUPPORTED
 
-__all__ = ["FAMILIES", "SD2", "SD15", "SDXL", "ModelFamily", "ModelInfo", "describe", "family", "layer_tables",
+__all__ = ["FAMILIES", "SD2", "SD15", "SDXL", "FLUX", "SD3", "ModelFamily", "ModelInfo", "describe", "family", "layer_tables",
            "resolve_layers", "AUTO_LAYERS", "MAX_LAYERS"]
 
-FAMILIES: tuple[ModelFamily, ...] = (SD2, SD15, SDXL)  # SD2 before SD1.5: same layout, told apart by config
+FAMILIES: tuple[ModelFamily, ...] = (SD2, SD15, SDXL, FLUX, SD3)  # SD2 before SD1.5: same layout, told apart by config
 AUTO_LAYERS = ("", "auto", "paper")
 
 
@@ -49,18 +55,26 @@ class ModelInfo:
     family: ModelFamily
     sigma_table: torch.Tensor  # ComfyUI's σ(t) for t = 0..T-1 (float32, cpu)
     type_name: str
+    layer_keys: tuple  # this model's attention layers in the family's numbering
+    default_layers: str  # what "auto" means for this model
 
     @property
     def arch(self) -> str:
         return self.family.name
 
     @property
-    def attn1_keys(self) -> tuple:
-        return self.family.layer_keys
+    def attn1_keys(self) -> tuple:  # the U-Nets' name for layer_keys
+        return self.layer_keys
 
     @property
     def paper_layers(self) -> str:
-        return self.family.default_layers
+        return self.default_layers
+
+    def require(self, feature: str, what: str):
+        """Stop with a clear error where a Z* feature does not exist for this family yet."""
+        if feature not in self.family.features:
+            raise ZStarError(f"model: {what} is not available for {self.family.label} yet (U-Net models only: "
+                             "SD1.5, SD2.x, SDXL); use the paper path (Z* Sampler with a style inversion)")
 
 
 def model_type_name(model) -> str:
@@ -79,18 +93,21 @@ def describe(model) -> ModelInfo:
         keys = f.read_layer_keys(model)
         if keys is None:
             continue
-        network = keys
+        network = (f, keys)
         f.check_sampling(model, type_name)
         if f.matches(model, keys):
-            return ModelInfo(family=f, sigma_table=f.sigma_table(model), type_name=type_name)
+            if hasattr(f, "check_model"):
+                f.check_model(model)
+            return ModelInfo(family=f, sigma_table=f.sigma_table(model), type_name=type_name,
+                             layer_keys=keys, default_layers=f.default_layers_for(keys))
     if network is None:
         inner = type(model.get_model_object("diffusion_model")).__name__
-        raise ZStarError(f"model: {SUPPORTED}; this MODEL is {type_name} ({inner})")
-    raise ZStarError(f"model: {SUPPORTED}; this MODEL ({type_name}) has a U-Net with "
-                     f"{len(network)} self-attention layers in an unknown layout")
+        raise ZStarError(f"model: {SUPPORTED}, Flux.1 and SD3/SD3.5 transformers; this MODEL is {type_name} ({inner})")
+    f, keys = network
+    raise ZStarError(f"model: {f.unknown_message(type_name, keys)}")
 
 
 def resolve_layers(info: ModelInfo, layers: str) -> tuple:
     """Layer numbers for a user's layer string; 'auto' (or empty) = the family's default."""
-    spec = info.family.default_layers if layers.strip().lower() in AUTO_LAYERS else layers
-    return parse_layers(spec, len(info.family.layer_keys))
+    spec = info.default_layers if layers.strip().lower() in AUTO_LAYERS else layers
+    return parse_layers(spec, len(info.layer_keys))

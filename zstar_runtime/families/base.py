@@ -7,8 +7,6 @@ inversion, the style bank and the node validation read everything family-specifi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import torch
 
 Key = tuple  # how the host addresses one attention layer (for U-Nets: (block, block id, depth index))
@@ -49,8 +47,9 @@ class ModelFamily:
 
     # -- the Z* hook
 
-    def install(self, patched, hook: Callable, keys: tuple):
-        """Put `hook` on `keys` of `patched` (a clone Z* owns), through the host's public mechanism."""
+    def install(self, patched, config, keys: tuple):
+        """Put the family's Z* hook for `config` on `keys` of `patched` (a clone Z* owns), through
+        the host's public mechanism."""
         raise NotImplementedError
 
     def installed(self, model) -> dict:
@@ -60,6 +59,18 @@ class ModelFamily:
     def remove(self, patched, keys: tuple):
         """Take the replacements on `keys` off `patched` (a clone Z* owns)."""
         raise NotImplementedError
+
+    def key_label(self, key) -> str:
+        """How messages name one layer key."""
+        return " ".join(str(part) for part in key)
+
+    def default_layers_for(self, keys: tuple) -> str:
+        """What "auto" means for a model with these layer keys (fixed for the U-Nets)."""
+        return self.default_layers
+
+    def unknown_message(self, type_name: str, keys: tuple) -> str:
+        """The error for a model of this network class that matches no family."""
+        return f"this MODEL ({type_name}) has {len(keys)} attention layers in a layout Z* does not know"
 
     def layer_of_call(self, extra_options: dict) -> Key:
         """Which layer a hook call is for, from the host's per-call options."""
@@ -92,3 +103,5 @@ class ModelFamily:
         raise NotImplementedError
 
     latent_to_pixels: int = 8
+    inversion: str = "ddim"  # which inversion node serves the family: 'ddim' or 'flow' 
+    features: frozenset = frozenset({"record", "nulltext", "style_map"})  # what runs beyond the paper path

@@ -65,7 +65,10 @@ class UNetFamily(ModelFamily):
             raise ZStarError(f"model: {SUPPORTED} with eps or v prediction on a discrete DDPM schedule; "
                              f"this MODEL ({type_name}) samples with {sampling_name(sampling)}")
 
-    def install(self, patched, hook, keys):
+    def install(self, patched, config, keys):
+        from ..patch import ZStarAttn1
+
+        hook = ZStarAttn1(config)
         for block, block_id, index in keys:
             patched.set_model_attn1_replace(hook, block, block_id, index)
 
@@ -78,6 +81,13 @@ class UNetFamily(ModelFamily):
         attn1 = to.get("patches_replace", {}).get("attn1", {})
         if any(k in attn1 for k in keys):  # copy on write, as the host's own setters do
             to["patches_replace"] = {**to["patches_replace"], "attn1": {k: p for k, p in attn1.items() if k not in keys}}
+
+    def key_label(self, key):
+        block, block_id, index = key
+        return f"{block} {block_id}.{index}"
+
+    def unknown_message(self, type_name, keys):
+        return f"{SUPPORTED}; this MODEL ({type_name}) has a U-Net with {len(keys)} self-attention layers in an unknown layout"
 
     def layer_of_call(self, extra_options):
         block = extra_options["block"]

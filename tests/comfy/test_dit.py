@@ -1,0 +1,391 @@
+"""Z* on rectified-flow transformers (Flux.1, SD3.5) on real ComfyUI code, random weights of the real layouts.
+
+Invariants (issue 13): outside the chosen blocks and steps the model is the host's, bit for bit;
+style = content at λ = 1 (style lending all its tokens) denoised alongside is the plain
+inversion + reconstruction; reconstruction converges with the steps (table for both solvers);
+CFG halves together or apart agree; a batch equals each content alone; guidance reaches the rows
+it should; interrupts leave nothing; bad input gets named errors.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import harness
+
+if not harness.COMFYUI_PATH:
+    pytest.skip(harness.SKIP_REASON, allow_module_level=True)
+
+import torch
+
+import comfy.model_management
+import comfy.patcher_extension
+import comfy.sample
+import comfy.samplers
+
+import models
+from models import rel
+from zstar_fixtures import _inference_mode  # noqa: F401 (pytest fixture)
+
+pack = harness.load_pack()
+from comfyui_zstar.nodes.flow_inversion import ZStarFlowInversion  # noqa: E402
+from comfyui_zstar.nodes.inversion import ZStarDDIMInversion  # noqa: E402
+from comfyui_zstar.nodes.patch import ZStarAttentionPatch  # noqa: E402
+from comfyui_zstar.zstar_attention import ZStarError, flow_sample  # noqa: E402
+from comfyui_zstar.zstar_attention.style_types import StyleEntry  # noqa: E402
+from comfyui_zstar.zstar_runtime import host  # noqa: E402
+from comfyui_zstar.zstar_runtime.families import FLUX, SD3, describe  # noqa: E402
+from comfyui_zstar.zstar_runtime.families.flux import flux_keys  # noqa: E402
+from comfyui_zstar.zstar_runtime.families.sd3 import sd3_keys  # noqa: E402
+from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
+from comfyui_zstar.zstar_runtime.joint_patch import ZStarBlock  # noqa: E402
+from comfyui_zstar.zstar_runtime.patch import CONFIG_KEY, install_patch, patch_model  # noqa: E402
+from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
+
+STEPS = 8
+GUIDANCE = 3.5
+
+
+@pytest.fixture(scope="module", params=["flux", "sd3"])
+def family_model(request):
+    return request.param, (models.flux(seed=0) if request.param == "flux" else models.sd3(seed=0))
+
+
+@pytest.fixture(scope="module")
+def flux_model():
+    return models.flux(seed=0)
+
+
+@pytest.fixture(scope="module")
+def sd3_model():
+    return models.sd3(seed=0)
+
+
+def cond_for(name, seed=1):
+    return models.flow_cond(seed, guidance=GUIDANCE if name == "flux" else None)
+
+
+def invert(model, seed, cond, steps=STEPS, solver="euler", batch=1):
+    return invert_latent(model, models.flow_latent(seed, batch)["samples"], steps, cond, progress=False,
+                         method="flow", solver=solver, guidance=1.0)[0]
+
+
+class HostBlock(ZStarBlock):
+    """A Z* block that always runs the original block: the reference for 'untouched'."""
+
+    def __call__(self, args, extra):
+        return extra["original_block"](args)
+
+
+def unpatched_twin(model, patched):
+    """`model` set up for the same Z* run as `patched`, every Z* block running the host's block."""
+    config = patched.model_options["transformer_options"][CONFIG_KEY]
+    twin = model.clone()
+    blocks = {}
+    for key in config.keys:
+        blocks.setdefault(key[:2], {})[key[2]] = key
+    for (kind, index), calls in blocks.items():
+        twin.set_model_patch_replace(HostBlock(config, calls), "dit", kind, index)
+    twin.model_options["transformer_options"][CONFIG_KEY] = config
+    return twin
+
+
+def with_style_text(model, patched):
+    """The patch with the style lending all its tokens (the identity invariant's switch)."""
+    config = dataclasses.replace(patched.model_options["transformer_options"][CONFIG_KEY], style_text=True)
+    out = install_patch(model, config)
+    out.model_options["transformer_options"][CONFIG_KEY] = config
+    return out
+
+
+def plain_reconstruction(model, inv, cond, order=1, cfg=1.0, negative=None):
+    """The flow ODE from the inversion's top latent with the unpatched model, through ComfyUI."""
+    def fn(denoiser, like, sigmas, **_):
+        return flow_sample(denoiser, inv.trajectory[0].to(like), sigmas, order=order)[-1]
+    return host.run_sampler_function(model, fn, inv.sigmas, cond, negative or cond, cfg, inv.trajectory[0].shape, {})
+
+
+def record_calls(model, calls):
+    """APPLY_MODEL wrapper recording (rows, cond_or_uncond, guidance, output) of every model call."""
+    def wrapper(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        out = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        g = kwargs.get("guidance")
+        calls.append((x.shape[0], list(transformer_options.get("cond_or_uncond", [])),
+                      None if g is None else g.tolist(), out.clone()))
+        return out
+    clone = model.clone()
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "test", wrapper)
+    return clone
+
+
+# ------------------------------------------------------------------ families and layers
+
+def test_families_are_detected_with_their_layers(flux_model, sd3_model):
+    info = describe(flux_model)
+    assert info.family is FLUX and info.layer_keys == flux_keys(2, 3)
+    assert info.default_layers == "3-4"  # FireFlow's share of single blocks: 20/38 of 3 → single 1-2
+    info = describe(sd3_model)
+    assert info.family is SD3 and info.layer_keys == sd3_keys(2, [0])
+    assert [SD3.key_label(k) for k in info.layer_keys] == ["joint block 0", "joint block 1", "joint block 0 image attention"]
+    assert info.default_layers == "1-1"
+
+
+def test_published_defaults_at_real_size():
+    """Flux.1: FireFlow / RF-Solver-Edit inject in single blocks 20-37 = layers 39-56 of 0-56."""
+    assert FLUX.default_layers_for(flux_keys(19, 38)) == "39-56" == FLUX.default_layers
+    assert len(FLUX.layer_keys) == 57 and FLUX.layer_keys[39] == ("single_block", 20, "joint")
+    assert SD3.default_layers_for(sd3_keys(38)) == "19-37"  # SD3.5 Large
+    medium = sd3_keys(24, range(13))  # SD3.5 Medium: MMDiT-X blocks 0-12
+    assert SD3.default_layers_for(medium) == "12-23" and len(medium) == 37 and medium[24] == ("double_block", 0, "image")
+
+
+def test_schedule_is_the_hosts_simple_scheduler(family_model):
+    name, model = family_model
+    info = describe(model)
+    sampling = model.get_model_object("model_sampling")
+    for steps in (1, 8, 30):
+        sigmas, _ = info.family.schedule(info.sigma_table, steps)
+        assert torch.equal(sigmas, comfy.samplers.calculate_sigmas(sampling, "simple", steps).float())
+
+
+# ------------------------------------------------------------------ the host's model, bit for bit
+
+def test_patched_model_is_the_host_outside_a_zstar_run(family_model):
+    name, model = family_model
+    patched = patch_model(model, 1.2, 0.0, "0-2", 0, STEPS)
+    latent = models.flow_latent(5)["samples"]
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(3))
+    runs = [comfy.sample.sample(m, noise, 4, 2.0, "euler", "simple", cond_for(name), cond_for(name, 2), latent,
+                                disable_pbar=True, seed=0) for m in (model, patched)]
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_outside_window_and_chosen_blocks_bit_for_bit(family_model):
+    """Before the window every call equals the host's; inside it the style rows (λ_style off) and
+    the text tokens' path are untouched, so the style rows' outputs equal the host's bit for bit."""
+    name, model = family_model
+    cond = cond_for(name)
+    content, style = invert(model, 2, cond), invert(model, 3, cond)
+    patched = patch_model(model, 1.2, 0.0, "auto", 3, STEPS)
+    got, ref = [], []
+    zstar_sample(record_calls(patched, got), content, style, cond, cond, progress=False)
+    zstar_sample(record_calls(unpatched_twin(model, patched), ref), content, style, cond, cond, progress=False)
+    assert [c[0] for c in got] == [1] * 3 + [2] * 5
+    for i in range(3):
+        assert torch.equal(got[i][3], ref[i][3])
+    for i in range(3, STEPS):
+        assert torch.equal(got[i][3][1:], ref[i][3][1:])  # the style row
+        assert not torch.equal(got[i][3][:1], ref[i][3][:1])  # the content row did change
+
+
+# ------------------------------------------------------------------ faithfulness
+
+@pytest.mark.parametrize("solver", ["euler", "fireflow"])
+def test_alongside_self_style_reproduces_plain_reconstruction(family_model, solver):
+    """Spec: style = content, λ = 1, anchor 0, style denoised alongside ⇒ the plain flow ODE. The
+    style keys sit where they were recorded and the sampler's guidance is the inversion's (1.0),
+    so the style row IS the content row."""
+    name, model = family_model
+    cond = models.flow_cond(1, guidance=1.0 if name == "flux" else None)
+    content = invert(model, 2, cond, solver=solver)
+    patched = with_style_text(model, patch_model(model, 1.0, 0.0, "0-2", 0, STEPS, positions="as_recorded"))
+    out, _ = zstar_sample(patched, content, content, cond, cond, anchor=0.0, style_mode="alongside", progress=False)
+    plain = plain_reconstruction(model, content, cond)
+    err = rel(out, plain)
+    print(f"\n{name} {solver}: alongside identity vs plain flow reconstruction rel {err:.2e}")
+    assert err <= 1e-5
+    # and the method's own style keys (image tokens only) do change it: that switch is what makes it exact
+    own, _ = zstar_sample(patch_model(model, 1.0, 0.0, "0-2", 0, STEPS, positions="as_recorded"), content, content, cond, cond, anchor=0.0,
+                          style_mode="alongside", progress=False)
+    assert rel(own, plain) > 1e-4
+
+
+def test_reconstruction_converges_with_steps(family_model):
+    """Inversion then reconstruction (plain model) against the clean latent, for both inversion
+    solvers: the Z* Sampler's own first-order step, and each solver's own reconstruction. Flux
+    reconstructs with the inversion's guidance (1.0): another guidance is another ODE."""
+    name, model = family_model
+    cond = models.flow_cond(1, guidance=1.0 if name == "flux" else None)
+    clean = model.model.process_latent_in(models.flow_latent(2)["samples"])
+    rows = []
+    for steps in (4, 8, 16, 32):
+        row = [steps]
+        for solver, order in (("euler", 1), ("fireflow", 2)):
+            inv = invert(model, 2, cond, steps, solver)
+            for sample_order in (1, order) if order == 2 else (1,):
+                out = model.model.process_latent_in(plain_reconstruction(model, inv, cond, order=sample_order))
+                row.append(rel(out, clean))
+        rows.append(row)
+    print(f"\n{name}: reconstruction rel error | steps | euler inv + euler | fireflow inv + euler | fireflow inv + fireflow")
+    for r in rows:
+        print(f"{name}: {r[0]:3d} | " + " | ".join(f"{e:.2e}" for e in r[1:]))
+    for col in range(1, 4):
+        errs = [r[col] for r in rows]
+        assert all(b < a for a, b in zip(errs, errs[1:])), (col, errs)
+    assert rows[-1][3] < rows[-1][1] / 4  # second order both ways: far below first order at 32 steps
+
+
+def test_cond_and_uncond_together_or_apart_agree(sd3_model):
+    """SD3.5's real CFG: ComfyUI's batching of the halves must not change the result."""
+    cond, negative = cond_for("sd3"), cond_for("sd3", 7)
+    content, style = invert(sd3_model, 2, cond), invert(sd3_model, 3, cond)
+    patched = patch_model(sd3_model, 1.2, 0.0, "auto", 2, STEPS)
+    apart_model = patched.clone()
+
+    def apart(args):
+        return [comfy.samplers.calc_cond_batch(args["model"], [c], args["input"], args["sigma"], args["model_options"])[0]
+                for c in args["conds"]]
+    apart_model.model_options["sampler_calc_cond_batch_function"] = apart
+    together_calls, apart_calls = [], []
+    together, _ = zstar_sample(record_calls(patched, together_calls), content, style, cond, negative, cfg=4.0, progress=False)
+    separate, _ = zstar_sample(record_calls(apart_model, apart_calls), content, style, cond, negative, cfg=4.0, progress=False)
+    assert {tuple(c[1]) for c in together_calls} in ({(0, 1)}, {(1, 0)})
+    assert all(len(c[1]) == 1 for c in apart_calls) and len(apart_calls) == 2 * len(together_calls)
+    err = rel(separate, together)
+    print(f"\nsd3 cond/uncond together vs apart: rel diff {err:.2e}")
+    assert err <= 1e-5
+
+
+def test_batch_of_contents_equals_each_alone(family_model):
+    name, model = family_model
+    cond = cond_for(name)
+    style = invert(model, 3, cond)
+    both = torch.cat([models.flow_latent(2)["samples"], models.flow_latent(4)["samples"]])
+    batch_inv = invert_latent(model, both, STEPS, cond, progress=False, method="flow", guidance=1.0)[0]
+    patched = patch_model(model, 1.2, 0.0, "auto", 2, STEPS)
+    batched, _ = zstar_sample(patched, batch_inv, style, cond, cond, progress=False)
+    for i, seed in enumerate((2, 4)):
+        alone, _ = zstar_sample(patched, invert(model, seed, cond), style, cond, cond, progress=False)
+        err = rel(batched[i:i + 1], alone)
+        print(f"\n{name} batch row {i} vs alone: rel diff {err:.2e}")
+        assert err <= 1e-5
+
+
+def test_flux_guidance_content_rows_sampler_style_rows_inversion(flux_model):
+    """FluxGuidance on the sampler's conditioning reaches the content rows; the style rows replay
+    their inversion, so they run with the inversion's guidance (1.0 here)."""
+    cond = cond_for("flux")
+    content, style = invert(flux_model, 2, cond), invert(flux_model, 3, cond)
+    assert content.guidance == 1.0
+    seen = []
+
+    def wrapper(executor, x, timestep, context, y, guidance, *args, **kwargs):  # what the transformer gets
+        seen.append(guidance.tolist())
+        return executor(x, timestep, context, y, guidance, *args, **kwargs)
+    patched = patch_model(flux_model, 1.2, 0.0, "auto", 2, STEPS)
+    probe = patched.clone()
+    probe.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test", wrapper)
+    zstar_sample(probe, content, style, cond, cond, progress=False)
+    assert seen == [[GUIDANCE]] * 2 + [[GUIDANCE, 1.0]] * (STEPS - 2)
+    other, _ = zstar_sample(patched, content, style, models.flow_cond(1, guidance=1.5), cond, progress=False)
+    first, _ = zstar_sample(patched, content, style, cond, cond, progress=False)
+    assert rel(other, first) > 1e-4
+
+
+def test_positions_shifted_and_as_recorded_differ_and_are_checked(flux_model, sd3_model):
+    cond = cond_for("flux")
+    content, style = invert(flux_model, 2, cond), invert(flux_model, 3, cond)
+    outs = {}
+    for mode in ("auto", "shifted", "as_recorded"):
+        patched = patch_model(flux_model, 1.2, 0.0, "auto", 2, STEPS, positions=mode)
+        outs[mode], _ = zstar_sample(patched, content, style, cond, cond, progress=False)
+    no_style, _ = zstar_sample(patch_model(flux_model, 0.0, 0.0, "auto", 2, STEPS, positions="as_recorded"), content,
+                               style, cond, cond, progress=False)
+    assert torch.equal(outs["auto"], outs["shifted"])
+    # the toy model's attention is diffuse, so Z* moves its output little (~1e-5): compare with that effect
+    effect = rel(outs["as_recorded"], no_style)
+    print(f"\nflux positions: shifted vs as_recorded {rel(outs['shifted'], outs['as_recorded']):.2e}, λ 1.2 vs 0 {effect:.2e}")
+    assert rel(outs["shifted"], outs["as_recorded"]) > 0.2 * effect > 0
+    with pytest.raises(ZStarError, match="style_positions: SD3.5 has no rotary positions to shift"):
+        patch_model(sd3_model, 1.2, 0.0, "auto", 2, STEPS, positions="shifted")
+
+
+def test_mask_and_style_mix(flux_model):
+    cond = cond_for("flux")
+    content, style, other = (invert(flux_model, s, cond) for s in (2, 3, 4))
+    patched = patch_model(flux_model, 1.2, 0.0, "auto", 2, STEPS)
+    single, _ = zstar_sample(patched, content, style, cond, cond, progress=False)
+    full, _ = zstar_sample(patched, content, style, cond, cond, progress=False, mask=torch.ones(1, 128, 128))
+    assert torch.equal(single, full)
+    half = torch.zeros(1, 128, 128)
+    half[:, :, :64] = 1
+    masked, _ = zstar_sample(patched, content, style, cond, cond, progress=False, mask=half)
+    assert rel(masked, single) > 1e-4
+    mix, _ = zstar_sample(patched, content, (StyleEntry(style, 1.2), StyleEntry(other, 0.8)), cond, cond, progress=False)
+    assert rel(mix, single) > 1e-4
+
+
+# ------------------------------------------------------------------ interrupts and bad input
+
+def test_interrupt_leaves_nothing(family_model):
+    name, model = family_model
+    cond = cond_for(name)
+    content, style = invert(model, 2, cond), invert(model, 3, cond)
+    patched = patch_model(model, 1.2, 0.0, "auto", 2, STEPS)
+    before = repr(sorted(patched.model_options["transformer_options"].keys()))
+    fresh, _ = zstar_sample(patched, content, style, cond, cond, progress=False)
+    calls = []
+
+    def interrupting(executor, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            comfy.model_management.interrupt_current_processing(True)
+        return executor(*args, **kwargs)
+    clone = patched.clone()
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "test", interrupting)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        zstar_sample(clone, content, style, cond, cond, progress=True)
+    comfy.model_management.interrupt_current_processing(False)
+    assert repr(sorted(patched.model_options["transformer_options"].keys())) == before
+    again, _ = zstar_sample(patched, content, style, cond, cond, progress=False)
+    assert torch.equal(again, fresh)
+
+
+def test_bad_input_is_named(flux_model, sd3_model):
+    cond = cond_for("flux")
+    flux_inv = invert(flux_model, 2, cond)
+    sd3_inv = invert(sd3_model, 2, cond_for("sd3"))
+    with pytest.raises(ZStarError, match=r"layers: layer 10 is out of range \(layers 0-4\)"):
+        patch_model(flux_model, 1.2, 0.0, "10-15", 2, STEPS)
+    with pytest.raises(ZStarError, match="model: Flux.1 is a rectified-flow model; invert it with 'Z\\* Flow Inversion'"):
+        ZStarDDIMInversion.execute(flux_model, models.flow_latent(2), STEPS, cond)
+    with pytest.raises(ZStarError, match="model: SD1.5 is a DDPM model; invert it with 'Z\\* DDIM Inversion'"):
+        ZStarFlowInversion.execute(models.sd15(seed=None, load_device=models.CPU), models.latent(2), STEPS, "euler",
+                                   1.0, models.cond(1))
+    with pytest.raises(ZStarError, match="solver: 'rk4' is not one of euler, fireflow"):
+        ZStarFlowInversion.execute(flux_model, models.flow_latent(2), STEPS, "rk4", 1.0, cond)
+    patched = patch_model(flux_model, 1.2, 0.0, "auto", 2, STEPS)
+    with pytest.raises(ZStarError, match="content: inverted with a .*SD3.* model but this MODEL is .*Flux"):
+        zstar_sample(patched, sd3_inv, flux_inv, cond, cond, progress=False)
+    with pytest.raises(ZStarError, match="style: inverted with a .*SD3.* model but content with .*Flux"):
+        zstar_sample(patched, flux_inv, sd3_inv, cond, cond, progress=False)
+    inpaint = models.patcher(comfy.supported_models.FluxInpaint({**models.FLUX_SMALL, "in_channels": 96,
+                             **({"txt_ids_dims": []} if "txt_ids_dims" in models.flux().model.diffusion_model.params.__dataclass_fields__ else {})}),
+                             load_device=models.CPU)
+    with pytest.raises(ZStarError, match="model: Z\\* supports Flux.1 .* this MODEL is Flux/FluxInpaint.*a variant Z\\* does not know"):
+        describe(inpaint)
+
+
+@pytest.mark.parametrize("what", ["record", "style_map", "nulltext"])
+def test_unet_only_features_are_refused_by_name(flux_model, what):
+    from comfyui_zstar.zstar_runtime.nulltext import nulltext_optimise
+    from comfyui_zstar.zstar_runtime.record import record_style
+    from comfyui_zstar.zstar_runtime.style_map import style_map
+
+    cond = cond_for("flux")
+    inv = invert(flux_model, 2, cond)
+    patched = patch_model(flux_model, 1.2, 0.0, "auto", 2, STEPS)
+    call, name = {"record": (lambda: record_style(flux_model, inv, cond, cond, progress=False), "Z\\* Style Record"),
+                  "style_map": (lambda: style_map(patched, inv, inv, cond, cond, progress=False), "Z\\* Style Map"),
+                  "nulltext": (lambda: nulltext_optimise(flux_model, inv, cond, cond, progress=False),
+                               "Z\\* Null-Text Optimization")}[what]
+    with pytest.raises(ZStarError, match=f"model: {name}.* is not available for Flux.1 yet"):
+        call()
+
+
+def test_patch_node_layer_string_and_positions_widget(flux_model):
+    out = ZStarAttentionPatch.execute(flux_model, 1.2, 0.0, "auto", 2, STEPS).result[0]
+    assert out.model_options["transformer_options"][CONFIG_KEY].positions == "shifted"
+    assert ZStarAttentionPatch.validate_inputs(style_positions="sideways") == \
+        "style_positions: 'sideways' is not one of auto, as_recorded, shifted"

@@ -1,0 +1,211 @@
+"""Z* in a joint-attention transformer (Flux.1, SD3.5): one sequence of [text ; image] tokens.
+
+In an MMDiT block the text and image tokens of a row attend as one sequence. Z* acts on the
+content row's IMAGE-token queries only, exactly as in the U-Net's self-attention:
+
+    image queries of a content row:  softmax over [λ_1·K_style1,img ; … ; K_own]  with  [V_style1,img ; … ; V_own]
+    text queries of a content row:   plain attention over K_own  (our choice: the prompt's tokens
+                                     are not the image's appearance, so they are left alone)
+    style rows:                      plain attention over their own tokens, or with λ_style > 0
+                                     their image queries over [λ_style·K_content,img ; K_own]
+
+K_own is the row's whole sequence (text and image keys), so a content query keeps everything
+it saw before; the style adds only its image tokens. Each reweighted group is ONE fused call
+of the host's attention over the concatenated keys (λ folded into them), never a score matrix.
+
+Layouts: `heads_first=True` is Flux's (B, heads, L, d) after RoPE; False is ComfyUI's
+(B, L, heads·d) (SD3). `attention(q, k, v) -> (B, Lq, heads·d)` in the same input layout is the
+host's backend, bound to the call's heads and options. Rows follow the RowLayout, once per CFG
+chunk, exactly as zstar_batch_attention's.
+
+Rotary positions (Flux): `style_key_rotation` (d/2, 2, 2) is applied to the style's image keys
+before they join, i.e. their positions are moved by a fixed offset (see rope_rotation).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+from .attention import with_query_mask
+from .errors import ZStarError, check_strength
+from .rows import RowLayout, rows_per_chunk
+
+__all__ = ["joint_zstar_attention", "rope_rotation", "rotate_keys"]
+
+
+def rope_rotation(offsets: Sequence[float], axes_dim: Sequence[int], theta: float) -> torch.Tensor:
+    """The rotary matrices (d/2, 2, 2) that move a post-RoPE key by `offsets` (one per axis).
+
+    RoPE rotates each pair of channels by θ_j·p, and rotations compose: R(p + Δ) = R(Δ)·R(p).
+    So a key that was rotated for position p is moved to p + Δ by R(Δ) alone, without knowing p.
+    The frequencies are Flux's (comfy/ldm/flux/math.py `rope`): ω_j = θ^(−2j/dim) per axis,
+    matrices [[cos, −sin], [sin, cos]], axes concatenated in order.
+    """
+    if len(offsets) != len(axes_dim):
+        raise ZStarError(f"positions: {len(offsets)} offsets for {len(axes_dim)} rotary axes")
+    parts = []
+    for delta, dim in zip(offsets, axes_dim):
+        scale = torch.linspace(0, (dim - 2) / dim, steps=dim // 2, dtype=torch.float64)
+        angle = float(delta) / (theta ** scale)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        parts.append(torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2))
+    return torch.cat(parts, dim=0).to(torch.float32)
+
+
+def rotate_keys(k: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """k (..., d) with pairs of channels rotated by rotation (d/2, 2, 2), as Flux applies RoPE."""
+    if rotation.shape != (k.shape[-1] // 2, 2, 2) or k.shape[-1] % 2:
+        raise ZStarError(f"positions: a rotation of shape {tuple(rotation.shape)} does not fit keys of width {k.shape[-1]}")
+    rotation = rotation.to(k.device)
+    pairs = k.to(rotation.dtype).reshape(*k.shape[:-1], -1, 2)
+    out = rotation[..., 0] * pairs[..., 0:1] + rotation[..., 1] * pairs[..., 1:2]
+    return out.reshape(k.shape).to(k.dtype)
+
+
+def joint_zstar_attention(q, k, v, attention: Callable, layout: RowLayout, n_chunks: int, n_txt: int,
+                          style_scales: Sequence[float], style_self_scale: float = 0.0, query_mask=None,
+                          heads_first: bool = True, style_key_rotation: torch.Tensor | None = None,
+                          style_text: bool = False):
+    """Z* for one joint-attention call holding every row of the call's CFG chunks.
+
+    q, k, v: (n_chunks·rows, heads, L, d) if heads_first else (n_chunks·rows, L, heads·d), each
+    row's tokens ordered [text (n_txt) ; image (L − n_txt)]. query_mask: optional
+    (n_content, L − n_txt) bool over the content's image tokens (the region mask); False
+    tokens get exactly their plain attention. Returns (n_chunks·rows, L, heads·d).
+    style_text: the style rows lend ALL their tokens, text included, instead of their image tokens.
+    Not the method (the pack always passes False); it exists for one invariant: with the style row
+    equal to the content row and λ = 1 every key is then doubled, so the result is the plain one
+    exactly, which checks the rows, chunks and replay end to end (image tokens alone double only
+    the image keys, see the README).
+    """
+    if isinstance(n_chunks, bool) or not isinstance(n_chunks, int) or n_chunks < 1:
+        raise ZStarError(f"Z* batch: n_chunks must be a positive integer (CFG chunks in the call), got {n_chunks!r}")
+    style_self_scale = check_strength(style_self_scale, "style_self_scale")
+    scales = [check_strength(s, f"style_scales[{i}]") for i, s in enumerate(style_scales)]
+    tok = 2 if heads_first else 1
+    total, n_tok = q.shape[0], q.shape[tok]
+    rows_per_chunk(total, n_chunks, layout.rows)
+    if not 0 <= n_txt < n_tok:
+        raise ZStarError(f"Z* joint attention: {n_txt} text tokens in a sequence of {n_tok}")
+    nc, ns, groups = layout.n_content, layout.n_styles, layout.groups
+    if len(scales) != ns:
+        raise ZStarError(f"Z* joint attention: {len(scales)} style scales for {ns} styles")
+    if style_self_scale > 0 and groups != nc:
+        raise ZStarError("Z* batch: λ_style > 0 needs one set of style rows per content row (groups == n_content)")
+    n_img = n_tok - n_txt
+
+    def rows(t):  # (n_chunks, rows, …)
+        return t.reshape(n_chunks, layout.rows, *t.shape[1:])
+
+    def flat(t):
+        return t.reshape(-1, *t.shape[2:])
+
+    def tokens(t, start, stop=None):
+        return t[:, :, start:stop] if heads_first else t[:, start:stop]
+
+    def cat_tokens(parts):
+        return torch.cat(parts, dim=tok)
+
+    q4, k4, v4 = rows(q), rows(k), rows(v)
+
+    def style_of_content(t4, s):  # (n_chunks·nc, …) the image tokens of content row i's style s
+        styles = t4[:, nc:].reshape(n_chunks, groups, ns, *t4.shape[2:])[:, :, s]
+        if groups == 1:
+            styles = styles.expand(n_chunks, nc, *styles.shape[2:])
+        return tokens(flat(styles), 0 if style_text else n_txt)
+
+    qc, kc, vc = (flat(t4[:, :nc]) for t4 in (q4, k4, v4))
+    keys, values = [], []
+    for s in range(ns):
+        ks = style_of_content(k4, s)
+        if style_key_rotation is not None:
+            ks = rotate_keys(ks, style_key_rotation) if heads_first else _rotate_flat(ks, style_key_rotation)
+        keys.append(ks if scales[s] == 1.0 else ks * scales[s])
+        values.append(style_of_content(v4, s))
+    q_img = tokens(qc, n_txt)
+    mask = None if query_mask is None else _check_mask(query_mask, nc, n_img, n_chunks, q)
+    img_out = with_query_mask(
+        mask,
+        lambda: attention(q_img, cat_tokens([*keys, kc]), cat_tokens([*values, vc])),
+        lambda: attention(q_img, kc, vc))
+    del keys, values
+    out = img_out.new_empty(n_chunks, layout.rows, n_tok, img_out.shape[-1])
+    out[:, :nc, n_txt:] = img_out.reshape(n_chunks, nc, n_img, -1)
+    del img_out
+    if n_txt:
+        out[:, :nc, :n_txt] = attention(tokens(qc, 0, n_txt), kc, vc).reshape(n_chunks, nc, n_txt, -1)
+
+    qs, ks_, vs = (flat(t4[:, nc:]) for t4 in (q4, k4, v4))
+    if style_self_scale > 0:  # style row (g, s) also reads its content row g's image tokens, scaled by λ_style
+        def own_content(t):
+            c = t[:, :nc].unsqueeze(2).expand(n_chunks, nc, ns, *t.shape[2:])
+            return tokens(flat(c.reshape(n_chunks, nc * ns, *t.shape[2:])), 0 if style_text else n_txt)
+        style_img = attention(tokens(qs, n_txt), cat_tokens([own_content(k4) * style_self_scale, ks_]),
+                              cat_tokens([own_content(v4), vs]))
+        out[:, nc:, n_txt:] = style_img.reshape(n_chunks, layout.n_style_rows, n_img, -1)
+        if n_txt:
+            out[:, nc:, :n_txt] = attention(tokens(qs, 0, n_txt), ks_, vs).reshape(n_chunks, layout.n_style_rows, n_txt, -1)
+    else:
+        out[:, nc:] = attention(qs, ks_, vs).reshape(n_chunks, layout.n_style_rows, n_tok, -1)
+    return out.reshape(total, n_tok, -1)
+
+
+def _rotate_flat(k, rotation):
+    """rotate_keys for ComfyUI's (B, L, heads·d) layout."""
+    d = rotation.shape[0] * 2
+    heads = k.shape[-1] // d
+    if heads * d != k.shape[-1]:
+        raise ZStarError(f"positions: a rotation for heads of width {d} does not fit keys of width {k.shape[-1]}")
+    return rotate_keys(k.reshape(*k.shape[:-1], heads, d), rotation).reshape(k.shape)
+
+
+def _check_mask(query_mask, nc: int, n_img: int, n_chunks: int, like) -> torch.Tensor:
+    if not isinstance(query_mask, torch.Tensor) or query_mask.dtype != torch.bool:
+        raise ZStarError("query_mask: expected a bool tensor of shape (n_content, image tokens)")
+    if tuple(query_mask.shape) != (nc, n_img):
+        raise ZStarError(f"Z* batch: query_mask must be ({nc}, {n_img}), got {tuple(query_mask.shape)}")
+    return query_mask.to(like.device).repeat(n_chunks, 1)
+
+
+def reference_joint_attention(q, k, v, layout: RowLayout, n_chunks: int, n_txt: int, style_scales,
+                              style_self_scale: float = 0.0, query_mask=None, style_key_rotation=None):
+    """The same thing written out with explicit softmaxes, row by row, in (B, heads, L, d) float64:
+    the reference the tests compare joint_zstar_attention against."""
+    q, k, v = (t.double() for t in (q, k, v))
+    rows = layout.rows
+    out = torch.empty(q.shape[0], q.shape[2], q.shape[1] * q.shape[3], dtype=torch.float64)
+    scale = 1 / math.sqrt(q.shape[-1])
+
+    def attend(qr, keys, vals):  # qr (H, Lq, d), keys/vals (H, M, d)
+        w = torch.softmax(qr @ keys.transpose(-1, -2) * scale, dim=-1)
+        o = w @ vals
+        return o.transpose(0, 1).reshape(qr.shape[1], -1)
+
+    for c in range(n_chunks):
+        base = c * rows
+        for r in range(rows):
+            i = base + r
+            out[i] = attend(q[i], k[i], v[i])
+            if r < layout.n_content:
+                g = layout.group_of(r)
+                ks, vs = [], []
+                for s, lam in enumerate(style_scales):
+                    j = base + layout.style_row(g, s)
+                    kk = k[j][:, n_txt:]
+                    if style_key_rotation is not None:
+                        kk = rotate_keys(kk, style_key_rotation.double())
+                    ks.append(lam * kk)
+                    vs.append(v[j][:, n_txt:])
+                z = attend(q[i][:, n_txt:], torch.cat([*ks, k[i]], 1), torch.cat([*vs, v[i]], 1))
+                if query_mask is not None:
+                    z = torch.where(query_mask[r].unsqueeze(-1), z, out[i][n_txt:])
+                out[i][n_txt:] = z
+            elif style_self_scale > 0:
+                g = (r - layout.n_content) // layout.n_styles
+                j = base + g
+                z = attend(q[i][:, n_txt:], torch.cat([style_self_scale * k[j][:, n_txt:], k[i]], 1),
+                           torch.cat([v[j][:, n_txt:], v[i]], 1))
+                out[i][n_txt:] = z
+    return out

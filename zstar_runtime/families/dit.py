@@ -1,0 +1,129 @@
+"""The rectified-flow transformer families (Flux.1, SD3.5): what they share.
+
+Their attention is joint (text and image tokens in one sequence) inside blocks that ComfyUI
+lets a node replace through `patches_replace["dit"][(block kind, index)]`; Z* replaces a chosen
+block by a call of the ORIGINAL block whose options carry an attention override for that call
+only (zstar_runtime/joint_patch.py). They sample with CONST (flow) model sampling, so the
+inversion is the flow ODE (zstar_attention/flow.py) on the model's own σ, shift included.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ...zstar_attention import ZStarError, flow_invert, flow_step
+from .base import ModelFamily
+from .unet import sampling_name
+
+DIT_SUPPORTED = "Z* supports Flux.1 (dev, schnell) and SD3/SD3.5 transformers"
+PATCH = 2  # both families cut the latent into 2×2 patches, one image token each
+
+
+@dataclass(frozen=True)
+class FlowFamily(ModelFamily):
+    """A joint-attention transformer on a rectified-flow schedule.
+
+    config_names: ComfyUI model-config classes (comfy/supported_models.py) of this family.
+    layer keys are (block kind, block index, attention): 'joint' is the block's [text ; image]
+    attention, 'image' the image-only second attention of SD3.5's MMDiT-X blocks.
+    """
+
+    config_names: tuple = ()
+    has_rope: bool = False
+    inversion: str = "flow"
+    features: frozenset = frozenset()  # fast mode, null-text and the style map are U-Net only for now
+
+    def default_layers_for(self, keys: tuple) -> str:
+        raise NotImplementedError
+
+    def unknown_message(self, type_name, keys):
+        return f"{DIT_SUPPORTED}; this MODEL is {type_name}, a variant Z* does not know"
+
+    def matches(self, model, layer_keys):
+        return type(getattr(model.model, "model_config", None)).__name__ in self.config_names
+
+    def check_sampling(self, model, type_name):
+        import comfy.model_sampling as ms
+
+        sampling = model.get_model_object("model_sampling")
+        if not isinstance(sampling, ms.CONST) or not hasattr(sampling, "sigmas"):
+            raise ZStarError(f"model: {DIT_SUPPORTED} on their rectified-flow (CONST) sampling; "
+                             f"this MODEL ({type_name}) samples with {sampling_name(sampling)}")
+
+    def check_model(self, model):
+        """Raise ZStarError for a model of this family that Z* cannot patch as it is."""
+        size = getattr(model.get_model_object("diffusion_model"), "patch_size", PATCH)
+        sizes = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        if sizes != (PATCH, PATCH):
+            raise ZStarError(f"model: this {self.label} model uses {size} patches; Z* knows the 2×2 patches of the released models")
+
+    # -- the hook: one block replacement per block that holds a chosen layer
+
+    def install(self, patched, config, keys):
+        from ..joint_patch import ZStarBlock
+
+        blocks = {}
+        for key in keys:
+            blocks.setdefault(key[:2], {})[key[2]] = key
+        rope = self.rope_of(patched) if self.has_rope else None
+        for (kind, index), calls in blocks.items():
+            patched.set_model_patch_replace(ZStarBlock(config, calls, rope), "dit", kind, index)
+
+    def installed(self, model):
+        from ..joint_patch import ZStarBlock
+
+        dit = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+        found = {}
+        for (kind, index), hook in dit.items():
+            calls = hook.calls.values() if isinstance(hook, ZStarBlock) else [(kind, index, a) for a in ("joint", "image")]
+            for key in calls:
+                found[key] = hook
+        return found
+
+    def remove(self, patched, keys):
+        to = patched.model_options.setdefault("transformer_options", {})
+        dit = to.get("patches_replace", {}).get("dit", {})
+        blocks = {key[:2] for key in keys}
+        if any(b in dit for b in blocks):  # copy on write, as the host's own setters do
+            to["patches_replace"] = {**to["patches_replace"], "dit": {b: p for b, p in dit.items() if b not in blocks}}
+
+    def key_label(self, key) -> str:
+        kind, index, attention = key
+        name = f"{kind.replace('_', ' ')} {index}"
+        return name if attention == "joint" else f"{name} image attention"
+
+    def rope_of(self, model):
+        """(axes_dim, theta) of the model's rotary embedding."""
+        params = model.get_model_object("diffusion_model").params
+        return tuple(params.axes_dim), float(params.theta)
+
+    # -- noise parameterisation: the flow ODE on the model's own σ
+
+    def sigma_table(self, model):
+        return model.get_model_object("model_sampling").sigmas.detach().float().cpu()
+
+    def schedule(self, sigma_table, steps):
+        """ComfyUI's 'simple' scheduler (comfy/samplers.py simple_scheduler), the one its Flux and
+        SD3.5 templates use, read off the model's σ table (shift included), ending at σ = 0."""
+        if steps > len(sigma_table):
+            raise ZStarError(f"steps: {steps} is more than the model's {len(sigma_table)} noise levels")
+        stride = len(sigma_table) / steps
+        index = tuple(len(sigma_table) - 1 - int(x * stride) for x in range(steps))
+        sigmas = torch.tensor([float(sigma_table[i]) for i in index] + [0.0], dtype=torch.float32)
+        return sigmas, index
+
+    def step(self, x, denoised, sigma, sigma_next):
+        return flow_step(x, denoised, sigma, sigma_next)
+
+    def invert(self, denoiser, x0, sigmas, callback=None, order: int = 1):
+        return flow_invert(denoiser, x0, sigmas, order=order, callback=callback)
+
+    def clean_scale(self, sigma_min):
+        """x_σ = (1−σ)·x₀ + σ·ε: at the schedule's last σ the clean latent is scaled by 1−σ (1 at σ = 0)."""
+        return 1.0 - float(sigma_min)
+
+    def token_grid(self, latent_shape) -> tuple:
+        """(h, w) of the image tokens for a latent (C, H, W): 2×2 patches, padded up."""
+        _, h, w = latent_shape
+        return (h + PATCH - 1) // PATCH, (w + PATCH - 1) // PATCH
