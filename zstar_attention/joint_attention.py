@@ -126,11 +126,12 @@ def joint_zstar_attention(q, k, v, attention: Callable, layout: RowLayout, n_chu
         values.append(style_of_content(v4, s))
     q_img = tokens(qc, n_txt)
     mask = None if query_mask is None else _check_mask(query_mask, nc, n_img, n_chunks, q)
-    img_out = with_query_mask(
-        mask,
-        lambda: attention(q_img, cat_tokens([*keys, kc]), cat_tokens([*values, vc])),
-        lambda: attention(q_img, kc, vc))
-    del keys, values
+    def reweighted():  # the one fused call over [λ·K_style… ; K_own]
+        return attention(q_img, cat_tokens([*keys, kc]), cat_tokens([*values, vc]))
+
+    img_out = with_query_mask(mask, reweighted, lambda: attention(q_img, kc, vc))
+    keys.clear()
+    values.clear()
     out = img_out.new_empty(n_chunks, layout.rows, n_tok, img_out.shape[-1])
     out[:, :nc, n_txt:] = img_out.reshape(n_chunks, nc, n_img, -1)
     del img_out

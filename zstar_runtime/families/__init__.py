@@ -19,7 +19,6 @@ import torch
 
 from ...zstar_attention import ZStarError, parse_layers
 from .base import ModelFamily
-from .dit import DIT_SUPPORTED
 from .flux import FLUX
 from .sd import SD2, SD15
 from .sd3 import SD3
