@@ -1,4 +1,9 @@
-"""Full-size SD1.5-layout checkpoint and SD1.5 ControlNet with random weights, for the server tests.
+"""Random-weight model files in real layouts, for the tests that load them through ComfyUI's stock loaders.
+
+Full-size SD1.5-layout checkpoint and SD1.5 ControlNet (server tests), plus rectified-flow
+transformers kept small where ComfyUI's detection allows (see the second half of this file):
+Flux.1-dev diffusion model, SD3.5-Medium-like (MMDiT-X) checkpoint, Flux/SD3 16-channel VAE and
+a CLIP-L text encoder.
 
 The key names and shapes come from ComfyUI's own model classes, built on the 'meta' device
 (no memory, no download):
@@ -15,7 +20,7 @@ Files are cached in ZSTAR_TEST_CACHE (default: <repo>/.cache/test-models, git-ig
 file name carries a hash of the layout and the generator version, so a ComfyUI whose classes
 change gets a fresh file. Needs ComfyUI on sys.path (tests/comfy/conftest.py puts it there).
 
-    python tests/comfy/checkpoint.py DIR   # writes both files into DIR (COMFYUI_PATH must be set)
+    python tests/comfy/checkpoint.py DIR   # writes every file into DIR (COMFYUI_PATH must be set)
 """
 from __future__ import annotations
 
@@ -90,10 +95,12 @@ def random_tensor(key: str, shape: tuple[int, ...], seed: int):
     import torch
 
     gen = torch.Generator().manual_seed(seed * 1_000_003 + int(hashlib.md5(key.encode()).hexdigest()[:8], 16))
+    if key.endswith("pos_embed"):  # MMDiT's position table (sin-cos in real files): entries of size O(1)
+        return 0.7 * torch.randn(shape, generator=gen)
     if len(shape) >= 2:
         fan_in = math.prod(shape[1:])
         return torch.randn(shape, generator=gen) / math.sqrt(fan_in)
-    if key.endswith(".weight"):  # GroupNorm / LayerNorm scales
+    if key.endswith((".weight", ".scale")):  # GroupNorm / LayerNorm / RMSNorm scales (Flux: '.scale')
         return 1.0 + 0.05 * torch.randn(shape, generator=gen)
     return 0.01 * torch.randn(shape, generator=gen)  # biases
 
@@ -141,10 +148,201 @@ def sd15_controlnet(directory: Path | None = None, seed: int = 1) -> Path:
     return _cached(CONTROLNET_NAME, sd15_controlnet_layout(), seed, directory)
 
 
+# --- Rectified-flow transformers (Flux.1-dev, SD3.5 Medium), their VAE and CLIP-L ----------------
+#
+# These files are what ComfyUI's stock loaders take: UNETLoader (Flux), CheckpointLoaderSimple (the
+# SD3.5 checkpoint: model + VAE, no text encoder), VAELoader (the 16-channel VAE) and CLIPLoader
+# (CLIP-L). Each layout is built from ComfyUI's own classes on the meta device and checked against
+# ComfyUI's own detection (comfy/model_detection.py) before anything is written, so a host that
+# would not take the file fails here, with the reason, rather than in the loader.
+#
+# Widths: detection reads most sizes from the tensors' shapes, which lets the transformers be small;
+# what it does not read it fixes, and the file must then use the real size:
+# - Flux: every host fixes 24 heads and rope axes (16, 56, 56), so the width is 24 × 128 = 3072, as
+#   in flux1-dev; the file is small by depth (1 double + 1 single block, real: 19 + 38). Hosts that
+#   read the text width from txt_in (ComfyUI 0.8) get context_in_dim = vec_in_dim = 768, so CLIP-L
+#   alone conditions it (CLIPLoader type "stable_diffusion"); ComfyUI 0.3.x fixes context_in_dim at
+#   T5-XXL's 4096, so there the file has vec_in_dim 2048 and CLIP-L conditions it through SD3's text
+#   encoder (CLIPLoader type "sd3": CLIP-L zero-padded to 4096, pooled 768 + 1280 zeros). See
+#   flux_text_encoder_type().
+# - SD3.5 (MMDiT): width = 64 × depth and heads = depth, both read from the shapes; depth 4 here
+#   (real: 24), MMDiT-X self-attention on blocks 0 and 1 (real: 0-12), qk RMSNorm as in SD3.5.
+
+CLIP_L_WIDTH = 768
+FLUX_NAME = "zstar_random_flux1_dev.safetensors"
+SD35_NAME = "zstar_random_sd35m.safetensors"
+FLUX_VAE_NAME = "zstar_random_flux_ae.safetensors"
+CLIP_L_NAME = "zstar_random_clip_l.safetensors"
+
+# Flux.1-dev at depth 1 + 1 (the guidance embedding present, so ComfyUI takes it for dev, not schnell).
+FLUX_DEPTH, FLUX_DEPTH_SINGLE = 1, 1
+# ComfyUI's Flux detection fixes the heads (24) and the rope axes (16 + 56 + 56 = 128 per head).
+FLUX_WIDTH = 24 * 128
+# SD3.5-Medium-like MMDiT-X, as comfy/model_detection.py reports an SD3.5 Medium file (minus the sizes).
+SD35_DEPTH = 4  # width 64 × 4 = 256, 4 heads of 64
+SD35_LAYOUT = {
+    "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": SD35_DEPTH, "input_size": None,
+    "adm_in_channels": CLIP_L_WIDTH,
+    "context_embedder_config": {"target": "torch.nn.Linear",
+                                "params": {"in_features": CLIP_L_WIDTH, "out_features": 64 * SD35_DEPTH}},
+    "num_patches": 64 * 64, "pos_embed_max_size": 64,  # up to 1024 × 1024 pixels (real: 384, 6144 px)
+    "qk_norm": "rms", "pos_embed_scaling_factor": None, "x_block_self_attn_layers": [0, 1],
+}
+# comfy/sd.py, VAE: a 16-channel AutoencodingEngine (Flux's ae.safetensors, SD3's VAE): no quant convs.
+FLUX_VAE_DDCONFIG = {**SD_VAE_DDCONFIG, "z_channels": 16}
+
+
+def _meta_state_dict(layout: dict[str, tuple[int, ...]]):
+    import torch
+
+    return {k: torch.empty(s, dtype=torch.float16, device="meta") for k, s in layout.items()}
+
+
+def detected_model_config(layout: dict[str, tuple[int, ...]], prefix: str = ""):
+    """What this host's ComfyUI makes of a diffusion model with these keys and shapes (its keys
+    under `prefix`): the supported_models config object (its .unet_config is detect_unet_config's
+    result), or None."""
+    import comfy.model_detection
+
+    sd = _meta_state_dict(layout)
+    unet_config = comfy.model_detection.detect_unet_config(sd, prefix)
+    if unet_config is None:
+        return None
+    return comfy.model_detection.model_config_from_unet_config(unet_config, sd)
+
+
+def _expect_detected(layout, prefix: str, config_cls, unet_config: dict, what: str):
+    found = detected_model_config(layout, prefix)
+    if type(found) is not config_cls:
+        raise RuntimeError(f"{what}: this ComfyUI detects {type(found).__name__ if found else 'nothing'}, "
+                           f"not {config_cls.__name__}")
+    differ = {k: (v, found.unet_config.get(k)) for k, v in unet_config.items() if found.unet_config.get(k) != v}
+    if differ:
+        raise RuntimeError(f"{what}: this ComfyUI reads other sizes from the file ((written, read): {differ})")
+
+
+def flux_unet_config() -> dict:
+    """The Flux.1-dev config this host detects for the small Flux file: what detect_unet_config
+    returns for the keys it reads (img_in, txt_in, vector_in, guidance_in, block counts)."""
+    import comfy.model_detection
+
+    def detect(vec_in_dim):
+        probe = {"img_in.weight": (FLUX_WIDTH, 16 * 2 * 2),  # 16 latent channels, 2x2 patches
+                 "txt_in.weight": (FLUX_WIDTH, CLIP_L_WIDTH),
+                 "vector_in.in_layer.weight": (FLUX_WIDTH, vec_in_dim),
+                 "guidance_in.in_layer.weight": (FLUX_WIDTH, 256)}
+        probe.update({f"double_blocks.{i}.img_attn.norm.key_norm.scale": (128,) for i in range(FLUX_DEPTH)})
+        probe.update({f"single_blocks.{i}.norm.key_norm.scale": (128,) for i in range(FLUX_DEPTH_SINGLE)})
+        return comfy.model_detection.detect_unet_config(_meta_state_dict(probe), "")
+
+    config = detect(CLIP_L_WIDTH)
+    if config["context_in_dim"] != CLIP_L_WIDTH:
+        # This host fixes the text width at T5-XXL's 4096 (ComfyUI 0.3.x): take CLIP-L through SD3's
+        # text encoder, whose pooled output is CLIP-L's and CLIP-G's (zeros) concatenated.
+        config = detect(CLIP_L_WIDTH + 1280)
+    if config["hidden_size"] != config["num_heads"] * sum(config["axes_dim"]):
+        raise RuntimeError(f"Flux: this ComfyUI's detection gives inconsistent widths: {config}")
+    return config
+
+
+def flux_text_encoder_type() -> str:
+    """The CLIPLoader `type` under which CLIP-L conditions this host's Flux file: "stable_diffusion"
+    (context 77 × 768, pooled 768) where the file reads context_in_dim 768, else "sd3"."""
+    return "stable_diffusion" if flux_unet_config()["context_in_dim"] == CLIP_L_WIDTH else "sd3"
+
+
+def flux_layout() -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a Flux.1-dev diffusion model file (flux1-dev.safetensors' keys, no prefix)."""
+    import torch
+    import comfy.ldm.flux.model
+    import comfy.ops
+    import comfy.supported_models
+
+    config = flux_unet_config()
+    with torch.device("meta"):
+        net = comfy.ldm.flux.model.Flux(**config, operations=comfy.ops.disable_weight_init, device="meta")
+    layout = _shapes(net)
+    _expect_detected(layout, "", comfy.supported_models.Flux, config, "Flux file")
+    return layout
+
+
+def sd35_layout() -> dict[str, tuple[int, ...]]:
+    """{key: shape} of the small SD3.5-Medium-like MMDiT-X, no prefix."""
+    import torch
+    import comfy.ops
+    import comfy.supported_models
+    from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper
+
+    with torch.device("meta"):
+        net = OpenAISignatureMMDITWrapper(**SD35_LAYOUT, operations=comfy.ops.disable_weight_init, device="meta")
+    layout = _shapes(net)
+    _expect_detected(layout, "", comfy.supported_models.SD3, SD35_LAYOUT, "SD3.5 model")
+    return layout
+
+
+def flux_vae_layout() -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a 16-channel Flux / SD3 VAE (ae.safetensors' keys: encoder.*, decoder.*)."""
+    import torch
+    from comfy.ldm.models.autoencoder import AutoencodingEngine
+
+    with torch.device("meta"):
+        vae = AutoencodingEngine(
+            regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
+            encoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Encoder", "params": dict(FLUX_VAE_DDCONFIG)},
+            decoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Decoder", "params": dict(FLUX_VAE_DDCONFIG)})
+    return _shapes(vae)
+
+
+def sd35_checkpoint_layout() -> dict[str, tuple[int, ...]]:
+    """{key: shape} of the SD3.5 checkpoint: the MMDiT-X under 'model.diffusion_model.', the
+    16-channel VAE under 'first_stage_model.', no text encoders (condition it with clip_l())."""
+    import comfy.supported_models
+
+    layout = {"model.diffusion_model." + k: s for k, s in sd35_layout().items()}
+    layout.update({"first_stage_model." + k: s for k, s in flux_vae_layout().items()})
+    _expect_detected(layout, "model.diffusion_model.", comfy.supported_models.SD3, SD35_LAYOUT, "SD3.5 checkpoint")
+    return layout
+
+
+def clip_l_layout() -> dict[str, tuple[int, ...]]:
+    """{key: shape} of clip_l.safetensors: comfy's SD1 text encoder, keys text_model.* and text_projection.weight."""
+    import torch
+    import comfy.sd1_clip
+
+    with torch.device("meta"):
+        clip = comfy.sd1_clip.SDClipModel(device="meta", dtype=torch.float16)
+    prefix = "transformer."
+    return {k[len(prefix):]: s for k, s in _shapes(clip).items() if k.startswith(prefix)}
+
+
+def flux_diffusion_model(directory: Path | None = None, seed: int = 0) -> Path:
+    """Path of the cached random Flux.1-dev diffusion model (1 double + 1 single block at width
+    3072, guidance embedding; ~1.1 GB fp16) for UNETLoader. Its text width depends on the host:
+    condition it with clip_l() loaded as flux_text_encoder_type()."""
+    return _cached(FLUX_NAME, flux_layout(), seed, directory)
+
+
+def sd35_checkpoint(directory: Path | None = None, seed: int = 0) -> Path:
+    """Path of the cached random SD3.5-Medium-like checkpoint (MMDiT-X depth 4, width 256, plus the
+    16-channel VAE; ~0.2 GB fp16) for CheckpointLoaderSimple, which gives no CLIP for it:
+    condition it with clip_l() loaded as CLIPLoader type "stable_diffusion"."""
+    return _cached(SD35_NAME, sd35_checkpoint_layout(), seed, directory)
+
+
+def flux_vae(directory: Path | None = None, seed: int = 0) -> Path:
+    """Path of the cached random 16-channel Flux/SD3 VAE (~0.17 GB fp16) for VAELoader."""
+    return _cached(FLUX_VAE_NAME, flux_vae_layout(), seed, directory)
+
+
+def clip_l(directory: Path | None = None, seed: int = 0) -> Path:
+    """Path of the cached random CLIP-L text encoder (~0.25 GB fp16) for CLIPLoader."""
+    return _cached(CLIP_L_NAME, clip_l_layout(), seed, directory)
+
+
 if __name__ == "__main__":
     if not os.environ.get("COMFYUI_PATH") or len(sys.argv) != 2:
         sys.exit("usage: COMFYUI_PATH=/path/to/ComfyUI python tests/comfy/checkpoint.py OUTPUT_DIR")
     import harness  # noqa: F401  (ComfyUI on sys.path, in CPU mode without a GPU, as models.py needs)
     out = Path(sys.argv[1])
-    print(sd15_checkpoint(out))
-    print(sd15_controlnet(out))
+    for make in (sd15_checkpoint, sd15_controlnet, flux_diffusion_model, sd35_checkpoint, flux_vae, clip_l):
+        print(make(out))
