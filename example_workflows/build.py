@@ -51,6 +51,19 @@ SD15_URL = ("https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/reso
 CANNY_CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
 CANNY_URL = ("https://huggingface.co/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/"
              "control_v11p_sd15_canny_fp16.safetensors?download=true")
+# Flux.1-dev and SD3.5 Medium: the files ComfyUI's own templates and examples load for these families.
+FLUX_MODEL = "flux1-dev.safetensors"
+FLUX_URL = "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors"
+FLUX_VAE = "ae.safetensors"
+FLUX_VAE_URL = "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors"
+CLIP_L = "clip_l.safetensors"
+CLIP_L_URL = "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"
+T5XXL = "t5xxl_fp16.safetensors"
+T5XXL_URL = "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors"
+CLIP_G = "clip_g.safetensors"
+CLIP_G_URL = "https://huggingface.co/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/text_encoders/clip_g.safetensors"
+SD35_CHECKPOINT = "sd3.5_medium.safetensors"
+SD35_URL = "https://huggingface.co/stabilityai/stable-diffusion-3.5-medium/resolve/main/sd3.5_medium.safetensors"
 EXAMPLE_IMAGE = "example.png"  # ships in ComfyUI/input, so a fresh install can run the graph as is
 
 # Multi-type inputs, as /object_info names them (the types a link may bring, comma-separated).
@@ -78,7 +91,18 @@ SPECS = {
                             ("conditioning", "CONDITIONING", True), ("clip", "CLIP", True)],
                            [("inversion", "ZSTAR_INVERSION"), ("noise_latent", "LATENT")], ["steps"], []),
     "ZStarAttentionPatch": ([("model", "MODEL", False)], [("MODEL", "MODEL")],
-                            ["style_strength", "style_self_strength", "layers", "start_step", "end_step"], []),
+                            ["style_strength", "style_self_strength", "layers", "start_step", "end_step",
+                             "style_positions"], []),
+    # issue 13: the rectified-flow transformers
+    "UNETLoader": ([], [("MODEL", "MODEL")], ["unet_name", "weight_dtype"], []),
+    "DualCLIPLoader": ([], [("CLIP", "CLIP")], ["clip_name1", "clip_name2", "type", "device"], []),
+    "TripleCLIPLoader": ([], [("CLIP", "CLIP")], ["clip_name1", "clip_name2", "clip_name3"], []),
+    "VAELoader": ([], [("VAE", "VAE")], ["vae_name"], []),
+    "FluxGuidance": ([("conditioning", "CONDITIONING", False)], [("CONDITIONING", "CONDITIONING")], ["guidance"], []),
+    "ZStarFlowInversion": ([("model", "MODEL", False), ("latent", "LATENT", False),
+                            ("conditioning", "CONDITIONING", True), ("clip", "CLIP", True)],
+                           [("inversion", "ZSTAR_INVERSION"), ("noise_latent", "LATENT")],
+                           ["steps", "solver", "guidance"], []),
     "ZStarSampler": ([("model", "MODEL", False), ("content", "ZSTAR_INVERSION", False),
                       ("style", ANY_STYLE, False), ("positive", "CONDITIONING", False),
                       ("negative", "CONDITIONING", False), ("mask", "MASK", True)],
@@ -115,7 +139,9 @@ SIZES = {"CheckpointLoaderSimple": (315, 98), "LoadImage": (274, 314), "ImageSca
          "ZStarAttentionPatch": (290, 178), "ZStarSampler": (290, 198), "MarkdownNote": (400, 260),
          "ZStarStyleMix": (290, 250), "ZStarStyleRecord": (290, 200), "ZStarStyleMap": (290, 290),
          "ZStarSaveStyle": (290, 106), "ZStarLoadStyle": (290, 106), "SolidMask": (270, 106),
-         "MaskComposite": (270, 130), "PreviewImage": (300, 330)}
+         "MaskComposite": (270, 130), "PreviewImage": (300, 330), "UNETLoader": (315, 82),
+         "DualCLIPLoader": (315, 130), "TripleCLIPLoader": (315, 106), "VAELoader": (315, 58),
+         "FluxGuidance": (270, 58), "ZStarFlowInversion": (270, 142)}
 
 
 def paper_preset():
@@ -136,7 +162,8 @@ def paper_preset():
 PRESET = paper_preset()
 PAPER = {"steps": PRESET.steps, "style_strength": PRESET.style_scale, "style_self_strength": PRESET.style_self_scale,
          "layers": "auto", "start_step": PRESET.start_step, "end_step": PRESET.end_step, "cfg": 1.0,
-         "content_anchor": PRESET.anchor, "style_mode": "replay"}
+         "content_anchor": PRESET.anchor, "style_mode": "replay", "style_positions": "auto",
+         "solver": "euler", "guidance": 1.0}
 GRID_X, GRID_Y = 340, 150
 
 
@@ -323,7 +350,8 @@ def zstar_core(g: Graph, ckpt: Node, empty: Node, content_pixels: Out, style_pix
 def attention_patch(g: Graph, ckpt: Node) -> Node:
     """Z* Attention Patch on the checkpoint's MODEL, paper preset."""
     return g.add("ZStarAttentionPatch", 3, 0.0, title="Z* Attention Patch", model=ckpt.out("MODEL"),
-                 **{k: PAPER[k] for k in ("style_strength", "style_self_strength", "layers", "start_step", "end_step")})
+                 **{k: PAPER[k] for k in ("style_strength", "style_self_strength", "layers", "start_step", "end_step",
+                                          "style_positions")})
 
 
 def sampler_decode_save(g: Graph, ckpt: Node, patch: Node, content: Node, style: Out, positive: Out, negative: Out,
@@ -533,7 +561,84 @@ def style_map() -> Graph:
     return g
 
 
-GRAPHS = [basic, controlnet, batch, multi_style, regions, fast_mode, style_bank, style_map]
+def flow_core(g: Graph, model: Out, vae: Out, empty: Node, positive: Out):
+    """Content and style → VAE Encode → Z* Flow Inversion ×2 → patch → sampler → decode → save."""
+    sc, ss = content_and_style(g)
+    invs = []
+    for pixels, row, what in ((sc.out("IMAGE"), 2.3, "content"), (ss.out("IMAGE"), 4.6, "style")):
+        enc = g.add("VAEEncode", 2, row, title=f"VAE Encode ({what})", pixels=pixels, vae=vae)
+        invs.append(g.add("ZStarFlowInversion", 3, row, title=f"Z* Flow Inversion ({what})", model=model,
+                          latent=enc.out("LATENT"), conditioning=empty.out("CONDITIONING"),
+                          **{k: PAPER[k] for k in ("steps", "solver", "guidance")}))
+    patch = g.add("ZStarAttentionPatch", 3, 0.0, title="Z* Attention Patch", model=model,
+                  **{k: PAPER[k] for k in ("style_strength", "style_self_strength", "layers", "start_step", "end_step",
+                                           "style_positions")})
+    sampler = g.add("ZStarSampler", 4, 1.4, title="Z* Sampler", model=patch.out("MODEL"), content=invs[0].out("inversion"),
+                    style=invs[1].out("inversion"), positive=positive, negative=empty.out("CONDITIONING"),
+                    **{k: PAPER[k] for k in ("cfg", "content_anchor", "style_mode")})
+    decode = g.add("VAEDecode", 5, 0.0, title="VAE Decode", samples=sampler.out("stylized"), vae=vae)
+    g.add("SaveImage", 5, 0.8, title="Save Image", images=decode.out("IMAGE"), filename_prefix="zstar/zstar")
+    return sampler
+
+
+def flux() -> Graph:
+    g = Graph("zstar_flux", "Z* style transfer on Flux.1-dev (rectified flow): content photo in the style of a painting")
+    g.add("MarkdownNote", -1.35, 0, color=NOTE_COLOR, text=(
+        "## Z* on Flux.1-dev\n\n"
+        "Models (as ComfyUI's own Flux template): [flux1-dev]({flux}) in `models/diffusion_models`, "
+        "[clip_l]({clip_l}) and [t5xxl_fp16]({t5}) in `models/text_encoders`, [ae]({ae}) in `models/vae`.\n\n"
+        "Both images are inverted with the flow ODE (**Z\\* Flow Inversion**, guidance 1). While the content "
+        "is denoised again, Flux's single blocks 20-37 (FireFlow's and RF-Solver's injection blocks) let the "
+        "content's image tokens look at the style's image tokens, style logits × λ; the style's rotary "
+        "positions are moved off the content's grid (`style_positions` auto = shifted).\n\n"
+        "**Flux Guidance** sets the content's guidance (2.0 here, our choice, not tuned); the style rows "
+        "keep their inversion's. These defaults have not been tuned on Flux's trained weights: try "
+        "`style_strength` 1.0–1.6 and the layers (0-18 double, 19-56 single blocks).").format(
+            flux=FLUX_URL, clip_l=CLIP_L_URL, t5=T5XXL_URL, ae=FLUX_VAE_URL))
+    unet = g.add("UNETLoader", 0, 0, title="Load Diffusion Model (Flux.1-dev)", color=LOADER_COLOR,
+                 models=[{"name": FLUX_MODEL, "url": FLUX_URL, "directory": "diffusion_models"}],
+                 unet_name=FLUX_MODEL, weight_dtype="default")
+    clip = g.add("DualCLIPLoader", 0, 0.75, title="Load CLIP (Flux)", color=LOADER_COLOR,
+                 models=[{"name": CLIP_L, "url": CLIP_L_URL, "directory": "text_encoders"},
+                         {"name": T5XXL, "url": T5XXL_URL, "directory": "text_encoders"}],
+                 clip_name1=CLIP_L, clip_name2=T5XXL, type="flux", device="default")
+    vae = g.add("VAELoader", 1, 0, title="Load VAE (Flux)", color=LOADER_COLOR,
+                models=[{"name": FLUX_VAE, "url": FLUX_VAE_URL, "directory": "vae"}], vae_name=FLUX_VAE)
+    empty = g.add("CLIPTextEncode", 1, 0.9, title="Empty prompt", clip=clip.out("CLIP"), text="")
+    guide = g.add("FluxGuidance", 2, 0.9, title="Flux Guidance (content)", conditioning=empty.out("CONDITIONING"),
+                  guidance=2.0)
+    flow_core(g, unet.out("MODEL"), vae.out("VAE"), empty, guide.out("CONDITIONING"))
+    return g
+
+
+def sd35() -> Graph:
+    g = Graph("zstar_sd35", "Z* style transfer on SD3.5 (rectified flow): content photo in the style of a painting")
+    g.add("MarkdownNote", -1.35, 0, color=NOTE_COLOR, text=(
+        "## Z* on SD3.5\n\n"
+        "Models (as ComfyUI's SD3.5 examples): [sd3.5_medium]({ckpt}) in `models/checkpoints` (Large works "
+        "too), [clip_l]({clip_l}), [clip_g]({clip_g}) and [t5xxl_fp16]({t5}) in `models/text_encoders`.\n\n"
+        "Both images are inverted with the flow ODE (**Z\\* Flow Inversion**). While the content is "
+        "denoised again, the second half of the joint blocks (`layers` auto; our choice for SD3.5, where no "
+        "injection preset is published) let the content's image tokens look at the style's image tokens, "
+        "style logits × λ. CFG 1 with the empty prompt, as the paper; raise `cfg` with a negative prompt "
+        "if you add a prompt.\n\n"
+        "Not tuned on SD3.5's trained weights: try `style_strength` 1.0–1.6 and other layers (Medium: 0-23 "
+        "joint blocks, 24-36 the MMDiT-X image-only attentions).").format(
+            ckpt=SD35_URL, clip_l=CLIP_L_URL, clip_g=CLIP_G_URL, t5=T5XXL_URL))
+    ckpt = g.add("CheckpointLoaderSimple", 0, 0, title="Load Checkpoint (SD3.5)", color=LOADER_COLOR,
+                 models=[{"name": SD35_CHECKPOINT, "url": SD35_URL, "directory": "checkpoints"}],
+                 ckpt_name=SD35_CHECKPOINT)
+    clip = g.add("TripleCLIPLoader", 0, 0.75, title="Load CLIP (SD3.5)", color=LOADER_COLOR,
+                 models=[{"name": CLIP_L, "url": CLIP_L_URL, "directory": "text_encoders"},
+                         {"name": CLIP_G, "url": CLIP_G_URL, "directory": "text_encoders"},
+                         {"name": T5XXL, "url": T5XXL_URL, "directory": "text_encoders"}],
+                 clip_name1=CLIP_L, clip_name2=CLIP_G, clip_name3=T5XXL)
+    empty = g.add("CLIPTextEncode", 1, 0.9, title="Empty prompt", clip=clip.out("CLIP"), text="")
+    flow_core(g, ckpt.out("MODEL"), ckpt.out("VAE"), empty, empty.out("CONDITIONING"))
+    return g
+
+
+GRAPHS = [basic, controlnet, batch, multi_style, regions, fast_mode, style_bank, style_map, flux, sd35]
 
 
 # --------------------------------------------------------------------------- thumbnails
@@ -544,7 +649,9 @@ SHORT = {"CheckpointLoaderSimple": "Model", "LoadImage": "Image", "ImageScale": 
          "Canny": "Canny", "ControlNetLoader": "CNet", "ControlNetApplyAdvanced": "Apply",
          "ZStarDDIMInversion": "Invert", "ZStarAttentionPatch": "Patch", "ZStarSampler": "Z*",
          "ZStarStyleMix": "Mix", "ZStarStyleRecord": "Record", "ZStarStyleMap": "Map", "ZStarSaveStyle": "Save",
-         "ZStarLoadStyle": "Load", "SolidMask": "Mask", "MaskComposite": "Mask", "PreviewImage": "Preview"}
+         "ZStarLoadStyle": "Load", "SolidMask": "Mask", "MaskComposite": "Mask", "PreviewImage": "Preview",
+         "UNETLoader": "Model", "DualCLIPLoader": "CLIP", "TripleCLIPLoader": "CLIP", "VAELoader": "VAE",
+         "FluxGuidance": "Guide", "ZStarFlowInversion": "Invert"}
 
 
 def _color(type_: str):

@@ -33,7 +33,7 @@ from harness import COMFYUI_PATH, REPO, SKIP_REASON
 if not COMFYUI_PATH:
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
-from zstar_server import PACK_NAME, image_roles, runner, small_prompt  # noqa: E402
+from zstar_server import PACK_NAME, image_roles, runner, small_prompt, text_encoder_swap  # noqa: E402
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 WORKFLOWS = REPO / "example_workflows"
@@ -172,6 +172,16 @@ STATE = """(() => ({
   toasts: [...document.querySelectorAll('.p-toast-message')].map(d => d.innerText.slice(0, 300)),
   workflow: app.extensionManager?.workflow?.activeWorkflow?.filename ?? null,
 }))()"""
+# A node replaced in the page by another type under the same id, its first output relinked (the
+# text-encoder swap of the Flux / SD3.5 workflows, zstar_server.text_encoder_swap).
+REPLACE_NODE = """((id, type) => {
+  const old = app.graph.getNodeById(id), pos = [...old.pos];
+  const link = (lid) => app.graph.getLink?.(lid) ?? app.graph.links.get?.(lid) ?? app.graph.links[lid];
+  const targets = (old.outputs[0].links ?? []).map(lid => [link(lid).target_id, link(lid).target_slot]);
+  app.graph.remove(old);
+  const n = LiteGraph.createNode(type); n.id = id; n.pos = pos; app.graph.add(n);
+  for (const [t, slot] of targets) n.connect(0, app.graph.getNodeById(t), slot);
+  return n.id; })(%s, %s)"""
 SET_WIDGETS = """((prompt) => { let n_set = 0;
   for (const n of app.graph.nodes) { const inputs = prompt[String(n.id)]?.inputs; if (!inputs) continue;
     for (const w of n.widgets ?? []) if (w.name in inputs && !Array.isArray(inputs[w.name])) { w.value = inputs[w.name]; n_set++; } }
@@ -253,6 +263,8 @@ def test_workflow_opens_from_the_templates_menu_and_queues(page, comfy_server, t
     for node in small.values():  # the API runs of test_workflows.py save under the workflow's own name
         if node["class_type"] == "ZStarSaveStyle":
             node["inputs"]["name"] = f"frontend_{name}"
+    for nid in text_encoder_swap(api):  # T5-XXL / CLIP-G cannot run here: CLIP-L alone in their place
+        assert b.js(REPLACE_NODE % (json.dumps(int(nid)), json.dumps(small[nid]["class_type"]))) == int(nid)
     assert b.js(SET_WIDGETS % json.dumps(small)) > 0
     assert strip(b.js("app.graphToPrompt().then(p => p.output)")) == strip(small)
     before = set(comfy_server.client.get_json("/history"))

@@ -36,6 +36,10 @@ SIZE = 64      # test images are SIZE×SIZE pixels (8×8 latents)
 # The random models are linked under the names the example workflows use.
 CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
+# Flux.1-dev / SD3.5 workflows: small random models of the real layouts under the real file names
+FLUX_MODEL, FLUX_VAE, SD35_CHECKPOINT, CLIP_L = ("flux1-dev.safetensors", "ae.safetensors", "sd3.5_medium.safetensors",
+                                                 "clip_l.safetensors")
+FULL_SIZE_TEXT_ENCODERS = ("t5xxl_fp16.safetensors", "clip_g.safetensors")  # T5-XXL (4.7B) cannot run here
 
 
 def load_runner():
@@ -102,8 +106,16 @@ def prepare_base(base: Path) -> Path:
     for sub in ("custom_nodes", "input", "output", "user/default"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (base / "custom_nodes" / PACK_NAME).symlink_to(REPO, target_is_directory=True)
+    clip_l = checkpoint.clip_l()
     for folder, name, src in (("checkpoints", CHECKPOINT, checkpoint.sd15_checkpoint()),
-                              ("controlnet", CONTROLNET, checkpoint.sd15_controlnet())):
+                              ("controlnet", CONTROLNET, checkpoint.sd15_controlnet()),
+                              ("diffusion_models", FLUX_MODEL, checkpoint.flux_diffusion_model()),
+                              ("vae", FLUX_VAE, checkpoint.flux_vae()),
+                              ("checkpoints", SD35_CHECKPOINT, checkpoint.sd35_checkpoint()),
+                              ("text_encoders", CLIP_L, clip_l),
+                              # listed so the workflows' loaders find every name; never loaded: the
+                              # tests load CLIP-L alone in their place (see swap_text_encoders)
+                              *(("text_encoders", name, clip_l) for name in FULL_SIZE_TEXT_ENCODERS)):
         dst = base / "models" / folder / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.symlink_to(src)
@@ -204,6 +216,21 @@ def image_roles(prompt: dict) -> tuple[list[str], list[str]]:
     return content, loads("style", exclude=content)
 
 
+def text_encoder_swap(prompt: dict) -> dict:
+    """{node id: the CLIPLoader inputs that replace it}: the workflows' Dual/Triple CLIP loaders
+    (T5-XXL and CLIP-G, far too big for a CPU test) become CLIP-L alone, loaded the stock way
+    under the type that conditions the random model of the same workflow (checkpoint.py)."""
+    import checkpoint
+
+    swap = {}
+    for nid, node in prompt.items():
+        if node["class_type"] == "DualCLIPLoader":  # Flux
+            swap[nid] = {"clip_name": CLIP_L, "type": checkpoint.flux_text_encoder_type(), "device": "default"}
+        elif node["class_type"] == "TripleCLIPLoader":  # SD3.5
+            swap[nid] = {"clip_name": CLIP_L, "type": "stable_diffusion", "device": "default"}
+    return swap
+
+
 def small_prompt(prompt: dict, content: list[str], style, steps: int = STEPS, size: int = SIZE,
                  prefix: str = "tests/zstar") -> dict:
     """An API workflow made cheap for the tests: `steps` DDIM steps, reweighting on steps 1.., images
@@ -220,6 +247,8 @@ def small_prompt(prompt: dict, content: list[str], style, steps: int = STEPS, si
     for node in prompt.values():
         if node["class_type"] == "SaveImage":
             node["inputs"]["filename_prefix"] = prefix
+    for nid, inputs in text_encoder_swap(prompt).items():
+        prompt[nid] = {"inputs": inputs, "class_type": "CLIPLoader", "_meta": {"title": "Load CLIP (test: CLIP-L)"}}
     return prompt
 
 
