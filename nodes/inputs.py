@@ -12,9 +12,9 @@ def sampler_inputs() -> list:
     """The Z* Sampler's inputs; its optional ones (the region mask) last."""
     return [
         io.Model.Input("model", tooltip="The MODEL from Z* Attention Patch."),
-        InversionType.Input("content", tooltip="Z* DDIM Inversion of the content image(s). A batch is stylized image by image."),
+        InversionType.Input("content", tooltip="Z* DDIM Inversion (SD1.5/SD2.x/SDXL) or Z* Flow Inversion (Flux.1/SD3.5) of the content image(s). A batch is stylized image by image."),
         io.MultiType.Input("style", types=[InversionType, StyleRecordType, StylesType],
-                           tooltip="The style: a Z* DDIM Inversion (paper path; same size and steps as the content), a Z* Style Record (fast mode, any size), or a Z* Style Mix of several with a strength each."),
+                           tooltip="The style: an inversion (paper path; same size, steps and model as the content), a Z* Style Record (fast mode, U-Nets, any size), or a Z* Style Mix of several with a strength each."),
         io.Conditioning.Input("positive", tooltip="Prompt for both rows. The paper uses the empty prompt."),
         io.Conditioning.Input("negative", tooltip="Unconditional prompt (only used when cfg > 1)."),
         io.Float.Input("cfg", default=1.0, min=0.0, max=30.0, step=0.1, round=0.01,

@@ -389,3 +389,24 @@ def test_patch_node_layer_string_and_positions_widget(flux_model):
     assert out.model_options["transformer_options"][CONFIG_KEY].positions == "shifted"
     assert ZStarAttentionPatch.validate_inputs(style_positions="sideways") == \
         "style_positions: 'sideways' is not one of auto, as_recorded, shifted"
+
+
+def test_a_saved_flux_inversion_gives_the_identical_result(flux_model, tmp_path):
+    """The style bank keeps a flow inversion (σ ending at 0, its guidance) bit for bit."""
+    import folder_paths
+    from comfyui_zstar.nodes.style_bank import ZStarLoadStyle, ZStarSaveStyle
+
+    cond = cond_for("flux")
+    content, style = invert(flux_model, 2, cond), invert(flux_model, 3, cond)
+    patched = patch_model(flux_model, 1.2, 0.0, "auto", 2, STEPS)
+    old = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(tmp_path))
+    try:
+        saved = ZStarSaveStyle.execute("flux_style", "overwrite", inversion=style).result[0]
+        loaded = ZStarLoadStyle.execute(saved).result[0]
+    finally:
+        folder_paths.set_output_directory(old)
+    assert loaded.arch == "flux" and loaded.guidance == 1.0 and float(loaded.sigmas[-1]) == 0.0
+    direct, _ = zstar_sample(patched, content, style, cond, cond, progress=False)
+    again, _ = zstar_sample(patched, content, loaded, cond, cond, progress=False)
+    assert torch.equal(direct, again)
