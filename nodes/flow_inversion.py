@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..zstar_attention import PAPER_PRESET
 from ..zstar_runtime.inversion import FLOW_SOLVERS, conditioning_or_empty, invert_latent
 from . import validation
+from .inputs import prompt_inputs
 from .types import InversionType
 
 
@@ -28,10 +29,7 @@ class ZStarFlowInversion(io.ComfyNode):
                                tooltip="euler: first order, the DDIM step written for flow (the Z* Sampler's own step). fireflow: second order at about the same cost (FireFlow's reused midpoint velocity, one extra model call in all), a more exact inversion."),
                 io.Float.Input("guidance", default=1.0, min=0.0, max=100.0, step=0.1,
                                tooltip="Flux.1-dev's guidance embedding during the inversion (inversion papers use 1). The style rows replay with it in the sampler. Ignored by models without the embedding (schnell, SD3.5)."),
-                io.Conditioning.Input("conditioning", optional=True,
-                                      tooltip="Prompt for the inversion. Leave empty to use the empty prompt (needs the clip input)."),
-                io.Clip.Input("clip", optional=True,
-                              tooltip="Used only to encode the empty prompt when no conditioning is connected."),
+                *prompt_inputs(),
             ],
             outputs=[
                 InversionType.Output(display_name="inversion", tooltip="The inversion trajectory for the Z* Sampler."),

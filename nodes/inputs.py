@@ -33,6 +33,13 @@ def inversion_options() -> list:
     return [
         io.Int.Input("steps", default=PAPER_PRESET.steps, min=1, max=1000,
                      tooltip="DDIM steps. The paper uses 30; the Z* Sampler needs every inversion made with the same count."),
+        *prompt_inputs(),
+    ]
+
+
+def prompt_inputs() -> list:
+    """Every inversion node's optional prompt: a conditioning, or a clip to encode the empty prompt."""
+    return [
         io.Conditioning.Input("conditioning", optional=True,
                               tooltip="Prompt for the inversion. Leave empty to use the empty prompt, as the paper does (needs the clip input)."),
         io.Clip.Input("clip", optional=True,
