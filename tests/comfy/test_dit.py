@@ -299,6 +299,10 @@ def test_positions_shifted_and_as_recorded_differ_and_are_checked(flux_model, sd
     assert rel(outs["shifted"], outs["as_recorded"]) > 0.2 * effect > 0
     with pytest.raises(ZStarError, match="style_positions: SD3.5 has no rotary positions to shift"):
         patch_model(sd3_model, 1.2, 0.0, "auto", 2, STEPS, positions="shifted")
+    with pytest.raises(ZStarError, match="style_positions: SD1.5 has no rotary positions to shift"):
+        patch_model(models.sd15(seed=None, load_device=models.CPU), 1.2, 0.0, "auto", 2, STEPS, positions="shifted")
+    assert patch_model(sd3_model, 1.2, 0.0, "auto", 2, STEPS).model_options["transformer_options"][CONFIG_KEY] \
+        .positions == "as_recorded"
 
 
 def test_mask_and_style_mix(flux_model):
