@@ -91,12 +91,13 @@ def _status_bytes(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _child(variant: str, n: int, dtype_name: str) -> None:
-    """Runs in a fresh process: peak-RSS growth of one call (see the module docstring)."""
+def child_peak(call, make_inputs, variant: str, n: int, dtype_name: str, warm: int = 64) -> None:
+    """Runs in a fresh process (`<module>.py --child`): peak-RSS growth of one call(variant,
+    make_inputs(variant, n)) (see the module docstring); warm: the warm-up call's size."""
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     dtype = getattr(torch, dtype_name)
     with torch.inference_mode():
-        call(variant, make_inputs(variant, 64, "cpu", dtype))  # thread pool and kernels initialised
+        call(variant, make_inputs(variant, warm, "cpu", dtype))  # thread pool and kernels initialised
         gc.collect()
         before_inputs = _status_bytes("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
@@ -108,16 +109,17 @@ def _child(variant: str, n: int, dtype_name: str) -> None:
     print(json.dumps({"total": peak - before_inputs, "extra": peak - with_inputs, "out": out.nbytes}))
 
 
-def _cpu_peak(variant: str, n: int, dtype) -> dict:
+def cpu_peak(script: str, variant: str, n: int, dtype) -> dict:
+    """child_peak of `script --child variant n dtype` in a subprocess."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", BENCH_THREADS=str(torch.get_num_threads()))
-    proc = subprocess.run([sys.executable, __file__, "--child", variant, str(n), str(dtype).split(".")[-1]],
+    proc = subprocess.run([sys.executable, script, "--child", variant, str(n), str(dtype).split(".")[-1]],
                           capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode:
         raise RuntimeError(f"memory child {variant} N={n} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _cuda_peak(variant: str, n: int, device, dtype) -> dict:
+def cuda_peak(call, make_inputs, variant: str, n: int, device, dtype) -> dict:
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.synchronize(device)
@@ -135,8 +137,8 @@ def _cuda_peak(variant: str, n: int, device, dtype) -> dict:
 
 def peak_memory(variant: str, n: int, device, dtype) -> dict:
     if torch.device(device).type == "cuda":
-        return _cuda_peak(variant, n, device, dtype)
-    return _cpu_peak(variant, n, dtype)
+        return cuda_peak(call, make_inputs, variant, n, device, dtype)
+    return cpu_peak(__file__, variant, n, dtype)
 
 
 def cpu_memory_supported() -> bool:
@@ -176,4 +178,4 @@ def ratio(a: float, b: float) -> float:
 
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--child":
-    _child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    child_peak(call, make_inputs, sys.argv[2], int(sys.argv[3]), sys.argv[4])

@@ -4,8 +4,9 @@
     python benchmarks/bench.py --quick    # < 3 min on 2 CPU cores, small U-Net
     python benchmarks/bench.py --device cuda --sizes 512,768,1024   # + the GPU table
 
-The attention rows need only torch; the U-Net and end-to-end rows need COMFYUI_PATH (a
-ComfyUI checkout) and print "skipped" and `nan` in the RESULT line without it.
+The attention rows (SD1.5 and Flux.1 widths) need only torch; the U-Net, end-to-end and Flux
+step rows need COMFYUI_PATH (a ComfyUI checkout) and print "skipped" and `nan` in the RESULT
+line without it.
 See benchmarks/README.md for what each ratio measures.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 import torch
 
 import attn
+import dit
 from timing import best, median
 
 TARGETS = {  # name: (comparison, bound)
@@ -28,6 +30,9 @@ TARGETS = {  # name: (comparison, bound)
     "unet_step_ratio": ("<=", 1.15),
     "e2e_ratio": ("<=", 1.10),
     "e2e_fast_ratio": (">=", 1.6),
+    "flux_attn_time_ratio": ("<=", 2.3),
+    "flux_attn_mem_ratio": ("<=", 1.5),
+    "flux_step_ratio": ("<=", 1.15),
 }
 NAN = float("nan")
 
@@ -51,8 +56,13 @@ def parse_args(argv=None):
     p.add_argument("--attn-sizes", default=None, help="latent sides for the attention rows (default: 64,96 quick; 64,96,128 full)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 with --quick, else torch's choice, one per core)")
-    p.add_argument("--skip-attention", action="store_true", help="only the ComfyUI rows")
-    p.add_argument("--skip-pipeline", action="store_true", help="only the attention rows")
+    p.add_argument("--flux-sizes", default=None,
+                   help="latent sides for the Flux attention rows (default: 64 quick; 64,96,128 full = 512, 768, 1024 px)")
+    p.add_argument("--flux-latent", type=int, default=None,
+                   help="latent side for the Flux step row (default: 32 with --quick, else 64 = 512 px)")
+    p.add_argument("--skip-attention", action="store_true", help="only the ComfyUI rows (U-Net, end to end, Flux step)")
+    p.add_argument("--skip-pipeline", action="store_true", help="only the attention rows (no ComfyUI)")
+    p.add_argument("--skip-flux", action="store_true", help="no Flux rows (attention and step)")
     return p.parse_args(argv)
 
 
@@ -126,6 +136,73 @@ def attention_section(results, dtype, quick: bool) -> tuple[list[str], float, fl
             out.append(f"Patched layer at 64² (2 rows: content + style, λ {attn.STYLE_SCALE}, λ_style {attn.STYLE_SELF_SCALE}, "
                        f"zstar_batch_attention) vs the unpatched layer on the same 2 rows: time {lt:.2f}×, peak {fmt(lm)}×.")
     return out, t_ratio, m_ratio
+
+
+def flux_attention_section(results, dtype) -> tuple[list[str], float, float]:
+    out = [f"## Flux joint attention ({dit.HEADS} heads × {dit.DIM_HEAD} = {dit.HEADS * dit.DIM_HEAD} wide, Flux.1's block; "
+           f"{dit.N_TXT} text + image tokens; rows [content, style]; {str(dtype).split('.')[-1]})",
+           "plain = one attention call over the 2 rows, q/k/v (2, heads, L, d): torch SDPA, then (2, L, heads·d), as ComfyUI's",
+           "        attention_pytorch(skip_reshape=True) runs it for Flux: the unpatched block",
+           f"Z*    = joint_zstar_attention on the same q, k, v with that backend (λ {dit.STYLE_SCALE}, λ_style {dit.STYLE_SELF_SCALE}, "
+           "style keys' positions shifted:",
+           "        Flux's 'auto'): the content row's image queries over [λ·K_style,img ; K_own], its text queries plain,",
+           "        the style row's image queries over [λ_style·K_content,img ; K_own]: the patched block",
+           "Time: best of interleaved repetitions [median]. Memory: the call's high-water mark above its inputs",
+           "(temporaries + output; both read the same q, k, v) and, for comparison, with the inputs counted.",
+           ""]
+    head = f"{'image':>8} {'latent':>6} {'text + image':>12} | {'plain ms':>16} {'Z* ms':>16} {'Z*/plain':>8} | " \
+           f"{'MiB above inputs: plain':>23} {'Z*':>7} {'Z*/plain':>8} | {'with inputs: plain':>18} {'Z*':>7} {'Z*/plain':>8}"
+    out += [head, "-" * len(head)]
+    t_ratio = m_ratio = NAN
+    for i, r in enumerate(results):
+        t, m = r["times"], r["mem"]
+        rt = best(t["zstar"]) / best(t["plain"])
+        ms = {v: f"{best(t[v]) * 1e3:7.1f} [{median(t[v]) * 1e3:6.1f}]" for v in t}
+        line = f"{r['side'] * 8:>5} px {r['side']:>5}² {dit.N_TXT:>4} + {r['n_img']:>5} | {ms['plain']} {ms['zstar']} {rt:8.2f} | "
+        if m:
+            ex = {v: m[v]["extra"] / 2**20 for v in m}
+            tot = {v: m[v]["total"] / 2**20 for v in m}
+            mr = tot["zstar"] / tot["plain"]  # as attn_mem_ratio counts it: the inputs included
+            line += f"{ex['plain']:23.1f} {ex['zstar']:7.1f} {ex['zstar'] / ex['plain']:8.2f} | {tot['plain']:18.1f} {tot['zstar']:7.1f} {mr:8.2f}"
+        else:
+            mr = NAN
+            line += "peak memory not measurable here (no /proc/self/clear_refs)"
+        out.append(line)
+        if i == 0:
+            t_ratio, m_ratio = rt, mr
+    if results:
+        out += ["", f"flux_attn_* in the RESULT line: the first size ({results[0]['side']}², {results[0]['side'] * 8} px), "
+                    "memory with the inputs counted, as attn_mem_ratio counts it."]
+    return out, t_ratio, m_ratio
+
+
+def flux_step_section(res, backend: str) -> tuple[list[str], float]:
+    t, w = res["times"], res["width"]
+    ratio = best(t["patched"]) / best(t["unpatched"])
+    double, single = res["blocks"]
+    n_blocks, n_z = double + single, len({k[:2] for k in res["keys"]})
+    side = res["side"]
+    labels = ", ".join(f"{n} ({k[0].replace('_', ' ')} {k[1]})" for n, k in zip(res["layers"], res["keys"]))
+    # Flux.1 (19 + 38 blocks, Z* on 18): the same per-block costs, blocks being ~all of a step at 3072 wide.
+    per_block = best(t["unpatched"]) / n_blocks
+    flux1 = 1 + 18 * (best(t["patched"]) - best(t["unpatched"])) / n_z / (57 * per_block)
+
+    def ms(v):
+        return f"{best(t[v]) * 1e3:9.1f} ms [{median(t[v]) * 1e3:8.1f}]"
+
+    out = [f"## Flux step: random Flux.1-dev layout, hidden {w['hidden_size']} = {w['num_heads']} heads × "
+           f"{w['hidden_size'] // w['num_heads']}, {double} double + {single} single blocks ({res['params'] / 1e6:.0f}M params, float32), "
+           f"latent {side}² ({side * 8} px: {dit.N_TXT} text + {dit.image_tokens(side)} image tokens), rows [content, style]",
+           f"ComfyUI attention backend: {backend}",
+           f"Z* ('auto' layers) on layer {labels}: {n_z} of {n_blocks} blocks (Flux.1: 18 of 57); λ {dit.STYLE_SCALE}, "
+           f"λ_style {dit.STYLE_SELF_SCALE}, style positions {res['positions']}",
+           "",
+           "One model call (BaseModel.apply_model, cfg 1), best of interleaved repetitions [median]:",
+           f"  unpatched, 2 rows   {ms('unpatched')}",
+           f"  patched, 2 rows     {ms('patched')}   ratio {ratio:.3f}",
+           f"  patched vs unpatched output, relative difference {res['diff']:.2e} (nonzero: Z* ran)",
+           f"  scaled to Flux.1 (18 Z* blocks of 57, the same cost per block): ≈ {flux1:.3f}"]
+    return out, ratio
 
 
 def pipeline_section(res, device) -> tuple[list[str], float, float, float]:
@@ -237,12 +314,19 @@ def main(argv=None) -> int:
         results = attn.run(sizes, reps, device, dtype, limit, log=log)
         lines, ratios["attn_time_ratio"], ratios["attn_mem_ratio"] = attention_section(results, dtype, quick)
         sections.append(lines)
+        if not args.skip_flux:
+            sides = [int(s) for s in (args.flux_sizes or ("64" if quick else "64,96,128")).split(",")]
+            results = dit.run_attention(sides, reps, device, dtype, log=log)
+            lines, ratios["flux_attn_time_ratio"], ratios["flux_attn_mem_ratio"] = flux_attention_section(results, dtype)
+            sections.append(lines)
 
     sizes_px = [int(s) for s in args.sizes.split(",") if s]
     if args.skip_pipeline:
         pass
     elif not comfy_path:
         sections.append(["## U-Net and end to end", "skipped: COMFYUI_PATH not set"])
+        if not args.skip_flux:
+            sections.append(["## Flux step", "skipped: COMFYUI_PATH not set"])
     else:
         import pipeline
 
@@ -264,16 +348,25 @@ def main(argv=None) -> int:
             full = sd if not quick else pipeline.build_sd15(models, "full", device=device, dtype=dtype)
             table = pipeline.gpu_table(full, models, sizes_px, device, reps=1 if quick else 2, log=log)
             sections.append(gpu_section(table, full.label))
+        if not args.skip_flux:
+            step = dit.run_step(models, "quick" if quick else "full", args.flux_latent or (32 if quick else 64),
+                                reps=5 if quick else 3, device=device, log=log)
+            lines, ratios["flux_step_ratio"] = flux_step_section(step, backend)
+            sections.append(lines)
 
-    summary = ["## Targets", "", f"{'metric':<16} {'value':>8}  {'target':<8} status"]
+    summary = ["## Targets", "", f"{'metric':<20} {'value':>8}  {'target':<8} status"]
     for name, value in ratios.items():
         op, bound = TARGETS[name]
-        toy = " (toy U-Net)" if quick and not name.startswith("attn") and not math.isnan(value) else ""
-        summary.append(f"{name:<16} {fmt(value, '.3f'):>8}  {op} {bound:<5} {met(name, value)}{toy}")
+        toy = ""
+        if quick and "attn" not in name and not math.isnan(value):
+            toy = " (small Flux)" if name.startswith("flux") else " (toy U-Net)"
+        summary.append(f"{name:<20} {fmt(value, '.3f'):>8}  {op} {bound:<5} {met(name, value)}{toy}")
     if quick:
         summary += ["", "--quick runs the U-Net rows on the tests' toy U-Net (32 channels, 16² latent) to show that",
                     "everything runs. On it two batch rows cost only ~1.5× one row, which caps paper / fast near",
                     "1.4; the U-Net targets are judged on the full run (SD1.5's real U-Net at 512 px)."]
+        if not math.isnan(ratios["flux_step_ratio"]):
+            summary += ["The Flux step runs a 768-wide Flux (6 heads × 128) here; the full run's is Flux.1's width, 3072, at 512 px."]
     summary.append("")
     summary.append(f"total time {time.perf_counter() - started:.0f} s")
 

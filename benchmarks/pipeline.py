@@ -43,10 +43,10 @@ def setup(device: str, attention: str = "pytorch"):
     import models  # tests/comfy/models.py: the SD1.5 builder, conds, latents
 
     harness.load_pack()
-    from comfyui_zstar.zstar_runtime import inversion, patch, record, sampler
+    from comfyui_zstar.zstar_runtime import inversion, patch, record, sampler, wrappers
     from comfyui_zstar.zstar_attention import RowLayout, ZStarRun
     global nodes
-    nodes = Nodes(inversion, patch, record, sampler, RowLayout, ZStarRun)
+    nodes = Nodes(inversion, patch, record, sampler, RowLayout, ZStarRun, wrappers)
     return nodes, models
 
 
@@ -58,6 +58,7 @@ class Nodes:
     sampler: object
     RowLayout: type
     ZStarRun: type
+    wrappers: object
 
 
 nodes: Nodes | None = None
@@ -210,7 +211,7 @@ def run_pipeline(sd: Sd15, models, latent: int, unet_reps: int, run_reps: int, d
             "unpatched_2rows": unet_call(sd, model, 2, latent),
             "patched_2rows": unet_call(sd, paper, 2, latent, paper_run_state()),
             "unpatched_1row": unet_call(sd, model, 1, latent),
-            "fast_1row": unet_call(sd, fast, 1, latent, fast_run_state(smp.replace_kv(record, model.load_device))),
+            "fast_1row": unet_call(sd, fast, 1, latent, fast_run_state(nodes.wrappers.replace_kv(record, model.load_device))),
         }
         for fn in calls.values():
             fn()  # warm-up

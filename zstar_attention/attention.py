@@ -167,22 +167,29 @@ def with_query_mask(query_mask: Tensor | None, reweighted, plain) -> Tensor:
 
 
 def _stack_tokens(parts: Sequence[Tensor], scales, own: Tensor) -> Tensor:
-    """[s1·part1; …; own] along the tokens, written straight into one new buffer, so the scaled
-    style keys never exist as a temporary of their own (same values as torch.cat of ks * s)."""
+    """[s1·part1; …; own] along the tokens (ComfyUI's layout), see stack_scaled."""
     scales = [1.0] * len(parts) if scales is None else scales
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (*parts, own)):  # out= cannot record grads
-        return torch.cat([p if s == 1.0 else p * s for p, s in zip(parts, scales)] + [own], dim=1)
-    b, _, width = own.shape
-    buf = own.new_empty(b, sum(p.shape[1] for p in parts) + own.shape[1], width)
+    return stack_scaled(1, list(zip(parts, scales)), own)
+
+
+def stack_scaled(dim: int, parts, own: Tensor) -> Tensor:
+    """[s1·part1; …; own] along `dim` for parts [(tensor, scale)], written straight into one new
+    buffer, so the scaled style keys never exist as a temporary of their own (the same values as
+    torch.cat of p * s)."""
+    if torch.is_grad_enabled() and (own.requires_grad or any(p.requires_grad for p, _ in parts)):
+        return torch.cat([p if s == 1.0 else p * s for p, s in parts] + [own], dim=dim)  # out= cannot record grads
+    shape = list(own.shape)
+    shape[dim] += sum(p.shape[dim] for p, _ in parts)
+    buf = own.new_empty(shape)
     at = 0
-    for p, s in zip(parts, scales):
-        dst = buf[:, at:at + p.shape[1]]
+    for p, s in parts:
+        dst = buf.narrow(dim, at, p.shape[dim])
         if s == 1.0:
             dst.copy_(p)
         else:
             torch.mul(p, s, out=dst)
-        at += p.shape[1]
-    buf[:, at:] = own
+        at += p.shape[dim]
+    buf.narrow(dim, at, own.shape[dim]).copy_(own)
     return buf
 
 

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .attention import with_query_mask
+from .attention import stack_scaled, with_query_mask
 from .errors import ZStarError, check_strength
 from .rows import RowLayout, rows_per_chunk
 
@@ -105,9 +105,6 @@ def joint_zstar_attention(q, k, v, attention: Callable, layout: RowLayout, n_chu
     def tokens(t, start, stop=None):
         return t[:, :, start:stop] if heads_first else t[:, start:stop]
 
-    def cat_tokens(parts):
-        return torch.cat(parts, dim=tok)
-
     q4, k4, v4 = rows(q), rows(k), rows(v)
 
     def style_of_content(t4, s):  # (n_chunks·nc, …) the image tokens of content row i's style s
@@ -117,21 +114,21 @@ def joint_zstar_attention(q, k, v, attention: Callable, layout: RowLayout, n_chu
         return tokens(flat(styles), 0 if style_text else n_txt)
 
     qc, kc, vc = (flat(t4[:, :nc]) for t4 in (q4, k4, v4))
-    keys, values = [], []
-    for s in range(ns):
-        ks = style_of_content(k4, s)
-        if style_key_rotation is not None:
-            ks = rotate_keys(ks, style_key_rotation) if heads_first else _rotate_flat(ks, style_key_rotation)
-        keys.append(ks if scales[s] == 1.0 else ks * scales[s])
-        values.append(style_of_content(v4, s))
+
+    def rotated(ks):
+        if style_key_rotation is None:
+            return ks
+        return rotate_keys(ks, style_key_rotation) if heads_first else _rotate_flat(ks, style_key_rotation)
+
     q_img = tokens(qc, n_txt)
     mask = None if query_mask is None else _check_mask(query_mask, nc, n_img, n_chunks, q)
-    def reweighted():  # the one fused call over [λ·K_style… ; K_own]
-        return attention(q_img, cat_tokens([*keys, kc]), cat_tokens([*values, vc]))
+
+    def reweighted():  # the one fused call over [λ·K_style… ; K_own], keys and values built in one buffer each
+        k_all = stack_scaled(tok, [(rotated(style_of_content(k4, s)), scales[s]) for s in range(ns)], kc)
+        v_all = stack_scaled(tok, [(style_of_content(v4, s), 1.0) for s in range(ns)], vc)
+        return attention(q_img, k_all, v_all)
 
     img_out = with_query_mask(mask, reweighted, lambda: attention(q_img, kc, vc))
-    keys.clear()
-    values.clear()
     out = img_out.new_empty(n_chunks, layout.rows, n_tok, img_out.shape[-1])
     out[:, :nc, n_txt:] = img_out.reshape(n_chunks, nc, n_img, -1)
     del img_out
@@ -143,8 +140,8 @@ def joint_zstar_attention(q, k, v, attention: Callable, layout: RowLayout, n_chu
         def own_content(t):
             c = t[:, :nc].unsqueeze(2).expand(n_chunks, nc, ns, *t.shape[2:])
             return tokens(flat(c.reshape(n_chunks, nc * ns, *t.shape[2:])), 0 if style_text else n_txt)
-        style_img = attention(tokens(qs, n_txt), cat_tokens([own_content(k4) * style_self_scale, ks_]),
-                              cat_tokens([own_content(v4), vs]))
+        style_img = attention(tokens(qs, n_txt), stack_scaled(tok, [(own_content(k4), style_self_scale)], ks_),
+                              stack_scaled(tok, [(own_content(v4), 1.0)], vs))
         out[:, nc:, n_txt:] = style_img.reshape(n_chunks, layout.n_style_rows, n_img, -1)
         if n_txt:
             out[:, nc:, :n_txt] = attention(tokens(qs, 0, n_txt), ks_, vs).reshape(n_chunks, layout.n_style_rows, n_txt, -1)
