@@ -147,8 +147,8 @@ def flux_attention_section(results, dtype) -> tuple[list[str], float, float]:
            "style keys' positions shifted:",
            "        Flux's 'auto'): the content row's image queries over [λ·K_style,img ; K_own], its text queries plain,",
            "        the style row's image queries over [λ_style·K_content,img ; K_own]: the patched block",
-           "Time: best of interleaved repetitions [median]. Memory: the call's high-water mark above its inputs",
-           "(temporaries + output; both read the same q, k, v) and, for comparison, with the inputs counted.",
+           "Time: best of interleaved repetitions [median]. Memory: the call's high-water mark with the inputs counted",
+           "(as attn_mem_ratio) and, for comparison, above them (temporaries + output; both read the same q, k, v).",
            ""]
     head = f"{'image':>8} {'latent':>6} {'text + image':>12} | {'plain ms':>16} {'Z* ms':>16} {'Z*/plain':>8} | " \
            f"{'MiB above inputs: plain':>23} {'Z*':>7} {'Z*/plain':>8} | {'with inputs: plain':>18} {'Z*':>7} {'Z*/plain':>8}"

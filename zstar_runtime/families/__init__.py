@@ -95,8 +95,7 @@ def describe(model) -> ModelInfo:
         network = (f, keys)
         f.check_sampling(model, type_name)
         if f.matches(model, keys):
-            if hasattr(f, "check_model"):
-                f.check_model(model)
+            f.check_model(model)
             return ModelInfo(family=f, sigma_table=f.sigma_table(model), type_name=type_name,
                              layer_keys=keys, default_layers=f.default_layers_for(keys))
     if network is None:

@@ -45,6 +45,9 @@ class ModelFamily:
         """Raise ZStarError if the model's noise parameterisation is not one Z* can invert."""
         raise NotImplementedError
 
+    def check_model(self, model):
+        """Raise ZStarError for a model of this family that Z* cannot patch as it is (nothing to check by default)."""
+
     # -- the Z* hook
 
     def install(self, patched, config, keys: tuple):
