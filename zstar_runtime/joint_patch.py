@@ -11,7 +11,6 @@ attention calls with the host's own backend. No class is swapped, nothing global
 from __future__ import annotations
 
 from ..zstar_attention import ZStarError, joint_zstar_attention, rope_rotation
-from .families import family
 from .patch import RUN_KEY, ZStarHook, query_mask_for
 
 OVERRIDE_KEY = "optimized_attention_override"
@@ -46,7 +45,7 @@ class ZStarBlock(ZStarHook):
         cache = run.extra.setdefault("rope_rotation", {})
         if self.rope not in cache:
             axes_dim, theta = self.rope
-            h, w = family(self.config.arch).token_grid(run.latent_shape)
+            h, w = self.family.token_grid(run.latent_shape)
             # ComfyUI's ReferenceLatent 'offset' placement of a first reference image (comfy/ldm/flux/model.py):
             # index axis + 1, then beside the image along its shorter side; never overlaps the content's grid.
             offsets = (1.0, 0.0, float(w)) if h > w else (1.0, float(h), 0.0)
@@ -71,10 +70,10 @@ class JointOverride:
         rest = args[4:]
         if kwargs.get("mask") is not None:
             raise ZStarError("conditioning: this model call carries an attention mask, which Z* does not support in "
-                             f"{family(self.block.config.arch).label} blocks; use plain conditionings")
+                             f"{self.block.family.label} blocks; use plain conditionings")
         heads_first = bool(kwargs.get("skip_reshape", False))
         run = self.run
-        grid = family(self.block.config.arch).token_grid(run.latent_shape)
+        grid = self.block.family.token_grid(run.latent_shape)
         n_img = grid[0] * grid[1]
         n_tok = q.shape[2] if heads_first else q.shape[1]
         if n_tok < n_img:

@@ -43,16 +43,13 @@ class ZStarHook:
 
     def __init__(self, config: ZStarConfig):
         self.config = config
+        self.family: ModelFamily = family(config.arch)
 
 
 class ZStarAttn1(ZStarHook):
     """The hook on a U-Net family's self-attention layers. Without a Z* run in progress (or
     outside its window) it is exactly the host's attention, so a patched model in any other
     sampler behaves as unpatched."""
-
-    def __init__(self, config: ZStarConfig):
-        super().__init__(config)
-        self.family: ModelFamily = family(config.arch)
 
     def __call__(self, q, k, v, extra_options):
         attention = host.host_attention(extra_options)

@@ -82,10 +82,7 @@ def unpatched_twin(model, patched):
     """`model` set up for the same Z* run as `patched`, every Z* block running the host's block."""
     config = patched.model_options["transformer_options"][CONFIG_KEY]
     twin = model.clone()
-    blocks = {}
-    for key in config.keys:
-        blocks.setdefault(key[:2], {})[key[2]] = key
-    for (kind, index), calls in blocks.items():
+    for (kind, index), calls in FLUX.blocks_of(config.keys).items():
         twin.set_model_patch_replace(HostBlock(config, calls), "dit", kind, index)
     twin.model_options["transformer_options"][CONFIG_KEY] = config
     return twin

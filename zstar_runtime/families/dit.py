@@ -60,14 +60,19 @@ class FlowFamily(ModelFamily):
 
     # -- the hook: one block replacement per block that holds a chosen layer
 
-    def install(self, patched, config, keys):
-        from ..joint_patch import ZStarBlock
-
+    @staticmethod
+    def blocks_of(keys) -> dict:
+        """{(block kind, index): {'joint' | 'image': key}}: the chosen layers grouped by the block that holds them."""
         blocks = {}
         for key in keys:
             blocks.setdefault(key[:2], {})[key[2]] = key
+        return blocks
+
+    def install(self, patched, config, keys):
+        from ..joint_patch import ZStarBlock
+
         rope = self.rope_of(patched) if self.has_rope else None
-        for (kind, index), calls in blocks.items():
+        for (kind, index), calls in self.blocks_of(keys).items():
             patched.set_model_patch_replace(ZStarBlock(config, calls, rope), "dit", kind, index)
 
     def installed(self, model):
