@@ -156,7 +156,13 @@ def sd3(seed: int | None = None, depth: int = 2, x_self_attn=(0,), **options):
     })
     if seed is None:
         return patcher(config, load_device=CPU, **options)
-    return patcher(config, seed, out_scale=FLOW_OUT_SCALE, **options)
+    model = patcher(config, seed, out_scale=FLOW_OUT_SCALE, **options)
+    # pos_embed is a buffer (ComfyUI fills it from the checkpoint), allocated uninitialised: seed it too,
+    # or the model reads whatever memory it got (NaN now and then)
+    net = model.model.diffusion_model
+    with torch.no_grad():
+        net.pos_embed.copy_(torch.randn(net.pos_embed.shape, generator=torch.Generator().manual_seed(seed + 1)))
+    return model
 
 
 def auraflow(**options):
