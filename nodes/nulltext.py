@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..zstar_attention import PAPER_PRESET
 from ..zstar_runtime.nulltext import nulltext_optimise
 from . import validation
+from .search import search_aliases
 from .types import InversionType
 
 
@@ -16,6 +17,7 @@ class ZStarNullTextOptimization(io.ComfyNode):
             node_id="ZStarNullTextOptimization",
             display_name="Z* Null-Text Optimization",
             category="sampling/zstar",
+            **search_aliases("null-text inversion", "null text", "cfg inversion", "inversion", "style transfer"),
             description="Optimises one unconditional embedding per step so that CFG sampling reconstructs "
                         "the inverted content (the official Z* content path for CFG 7.5). Slow: up to "
                         "iterations × steps extra passes of the unconditional half, with gradients. "
@@ -26,7 +28,7 @@ class ZStarNullTextOptimization(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="The prompt the Z* Sampler will use (the paper: empty prompt)."),
                 io.Conditioning.Input("negative", tooltip="Starting unconditional embedding (the paper: empty prompt)."),
                 io.Float.Input("cfg", default=PAPER_PRESET.cfg_nulltext, min=1.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="The CFG scale the Z* Sampler will use with this inversion. Paper: 7.5."),
+                               tooltip="The CFG scale the Z* Sampler will use with this inversion, above 1 (at cfg 1 the unconditional embedding is never used). Paper: 7.5."),
                 io.Int.Input("iterations", default=PAPER_PRESET.nulltext_iterations, min=1, max=100,
                              tooltip="Adam iterations per step at most (early stop when the step is reconstructed). Paper: 10."),
             ],
@@ -36,9 +38,9 @@ class ZStarNullTextOptimization(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, cfg=None, iterations=None):
-        return validation.report(validation.check_widgets, cls, cfg=cfg, iterations=iterations)
+        return validation.report(validation.nulltext_inputs, cls, cfg=cfg, iterations=iterations)
 
     @classmethod
     def execute(cls, model, inversion, positive, negative, cfg, iterations) -> io.NodeOutput:
-        validation.check_widgets(cls, cfg=cfg, iterations=iterations)
+        validation.nulltext_inputs(cls, cfg=cfg, iterations=iterations)
         return io.NodeOutput(nulltext_optimise(model, inversion, positive, negative, cfg, iterations))

@@ -133,6 +133,18 @@ def record_inputs(node_cls, cfg=None, layers=None, start_step=None, end_step=Non
     check_step_order(start_step, end_step)
 
 
+def nulltext_inputs(node_cls, cfg=None, iterations=None):
+    """At cfg 1 ComfyUI never evaluates the unconditional half (samplers.py, the cfg-1 shortcut),
+    so the embedding this node optimises could not change any result: a named refusal instead of
+    a run whose gradients reach nothing (0.33 freezes the weights, so autograd says so with a bare
+    RuntimeError; older hosts silently spend the time)."""
+    check_widgets(node_cls, cfg=cfg, iterations=iterations)
+    if cfg is not None and math.isclose(cfg, 1.0):
+        raise ZStarError("cfg: null-text optimisation needs cfg > 1: at cfg 1 the sampler never uses the "
+                         "unconditional embedding, so there is nothing to optimise; set the cfg the Z* Sampler "
+                         "will use (the paper: 7.5), or leave this node out when sampling at cfg 1")
+
+
 def inversion_inputs(node_cls, steps=None):
     check_widgets(node_cls, steps=steps)
     check_steps(steps)

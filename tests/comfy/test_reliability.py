@@ -197,6 +197,7 @@ VALIDATION_CASES = [  # (node, widgets, message fragment): rejected before the p
     (ZStarNullTextOptimization, {"cfg": NAN}, "cfg: must be a finite number from 1 to 30, got nan"),
     (ZStarNullTextOptimization, {"cfg": 0.5}, "cfg: must be a finite number from 1 to 30, got 0.5"),
     (ZStarNullTextOptimization, {"iterations": 0}, "iterations: must be an integer from 1 to 100, got 0"),
+    (ZStarNullTextOptimization, {"cfg": 1.0}, "cfg: null-text optimisation needs cfg > 1: at cfg 1 the sampler never uses"),
     (ZStarStyleRecord, {"cfg": -INF}, "cfg: must be a finite number from 0 to 30, got -inf"),
     (ZStarStyleRecord, {"layers": "10-"}, "layers: '10-' is not a layer number"),
     (ZStarStyleRecord, {"start_step": 30, "end_step": 30}, "start_step/end_step: need start_step < end_step"),
@@ -246,6 +247,8 @@ def test_bad_widget_values_fail_at_execution_too(model, empty, inv):
            latent(2), 1000, empty)
     raises("cfg: must be a finite number from 1 to 30, got nan", ZStarNullTextOptimization.execute, model,
            inv["content"], empty, empty, NAN, 3)
+    raises("cfg: null-text optimisation needs cfg > 1", ZStarNullTextOptimization.execute, model,
+           inv["content"], empty, empty, 1.0, 1)
     raises("layers: 'x' is not a layer number", ZStarStyleRecord.execute, model, inv["style"], empty, empty, 1.0,
            "x", 1, STEPS)
     raises("strength_2: must be a finite number from 0 to 10, got nan", ZStarStyleMix.execute,
