@@ -7,6 +7,7 @@ from ..zstar_attention import PAPER_PRESET
 from ..zstar_runtime.inversion import FLOW_SOLVERS, conditioning_or_empty, invert_latent
 from . import validation
 from .inputs import prompt_inputs
+from .search import search_aliases
 from .types import InversionType
 
 
@@ -17,6 +18,7 @@ class ZStarFlowInversion(io.ComfyNode):
             node_id="ZStarFlowInversion",
             display_name="Z* Flow Inversion",
             category="sampling/zstar",
+            **search_aliases("inversion", "flow inversion", "rf inversion", "fireflow", "invert image", "image to noise", "flux inversion", "style transfer"),
             description="Inverts an image latent with a rectified-flow model (Flux.1, SD3.5): the flow ODE run "
                         "from the image up to pure noise on the model's own schedule (shift included, ComfyUI's "
                         "'simple' scheduler), keeping the whole trajectory. Use it for the content and the style.",

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..zstar_runtime.inversion import conditioning_or_empty, invert_latent, invert_latents
 from . import validation
 from .inputs import inversion_options
+from .search import search_aliases
 from .types import InversionType
 
 
@@ -16,6 +17,7 @@ class ZStarDDIMInversion(io.ComfyNode):
             node_id="ZStarDDIMInversion",
             display_name="Z* DDIM Inversion",
             category="sampling/zstar",
+            **search_aliases("inversion", "ddim inversion", "invert image", "image to noise", "style transfer", "zstar"),
             description="DDIM-inverts an image latent on the official Z* schedule (t = 958…1, "
                         "ending at σ_min) and keeps the whole trajectory. Use it for the content "
                         "and for the style image.",
@@ -53,6 +55,7 @@ class ZStarDDIMInversionPair(io.ComfyNode):
             node_id="ZStarDDIMInversionPair",
             display_name="Z* DDIM Inversion (content + style)",
             category="sampling/zstar",
+            **search_aliases("inversion", "ddim inversion", "invert content and style", "style transfer", "zstar"),
             description="Inverts the content and the style latents together: when they have the same size "
                         "they share each model pass (one batched inversion instead of two).",
             inputs=[

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..zstar_attention import PAPER_PRESET
 from ..zstar_runtime.patch import POSITIONS, patch_model
 from . import validation
+from .search import search_aliases
 
 
 class ZStarAttentionPatch(io.ComfyNode):
@@ -15,6 +16,7 @@ class ZStarAttentionPatch(io.ComfyNode):
             node_id="ZStarAttentionPatch",
             display_name="Z* Attention Patch",
             category="sampling/zstar",
+            **search_aliases("style transfer", "reference image", "attention reweighting", "style injection", "attention injection", "zstar"),
             description="Installs Z*'s reweighted self-attention: in the chosen layers and steps the "
                         "content looks at the style's keys and values, with style logits scaled by λ "
                         "inside one softmax. Elsewhere the model is untouched.",

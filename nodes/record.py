@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..zstar_attention import PAPER_PRESET
 from ..zstar_runtime.record import record_style
 from . import validation
+from .search import search_aliases
 from .types import InversionType, StyleRecordType
 
 
@@ -16,6 +17,7 @@ class ZStarStyleRecord(io.ComfyNode):
             node_id="ZStarStyleRecord",
             display_name="Z* Style Record (fast mode)",
             category="sampling/zstar",
+            **search_aliases("fast mode", "style cache", "record style", "reference image", "style transfer"),
             description="Records the style's self-attention keys and values once per step and layer. "
                         "Feed it to the Z* Sampler's style input: the sampler then evaluates only the "
                         "content rows. Exact when the patch's style_self_strength (λ_style) is 0; with "

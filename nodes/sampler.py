@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..zstar_runtime.sampler import zstar_sample
 from . import validation
 from .inputs import sampler_inputs
+from .search import search_aliases
 
 
 class ZStarSampler(io.ComfyNode):
@@ -15,6 +16,7 @@ class ZStarSampler(io.ComfyNode):
             node_id="ZStarSampler",
             display_name="Z* Sampler",
             category="sampling/zstar",
+            **search_aliases("style transfer", "stylize", "reference image", "paint in the style of", "zstar"),
             description="Z* style transfer: denoises the content from its inversion with the patched "
                         "model while the style branch replays the style's inversion, so the content "
                         "attends to the style's keys and values.",

@@ -14,6 +14,7 @@ from comfy_execution.graph_utils import ExecutionBlocker
 from ..zstar_attention import ZStarError
 from ..zstar_runtime.style_folders import FOLDER, NONE, list_styles, load_style, resolve, save_name, save_style
 from . import validation
+from .search import search_aliases
 from .types import InversionType, StyleFileType, StyleRecordType
 
 IF_EXISTS = ("stop", "overwrite")
@@ -26,6 +27,7 @@ class ZStarSaveStyle(io.ComfyNode):
             node_id="ZStarSaveStyle",
             display_name="Z* Save Style",
             category="sampling/zstar",
+            **search_aliases("style bank", "save style", "style preset", "style transfer"),
             description=f"Saves a style inversion and/or a fast-mode style record to output/{FOLDER}/<name>.safetensors, "
                         "so the style can be reused or shared without its source image. The file is written "
                         "atomically (never half-written under its name).",
@@ -63,6 +65,7 @@ class ZStarLoadStyle(io.ComfyNode):
             node_id="ZStarLoadStyle",
             display_name="Z* Load Style",
             category="sampling/zstar",
+            **search_aliases("style bank", "load style", "style preset", "reference image", "style transfer"),
             description=f"Loads a style saved with Z* Save Style (from output/{FOLDER}/ or models/{FOLDER}/). "
                         "Only .safetensors files; every tensor is checked against the file's metadata.",
             inputs=[

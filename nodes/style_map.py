@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..zstar_runtime.style_map import style_map
 from . import validation
 from .inputs import sampler_inputs
+from .search import search_aliases
 
 
 def check_map_inputs(node_cls, cfg=None, content_anchor=None, style_mode=None, layers=None, start_step=None,
@@ -27,6 +28,7 @@ class ZStarStyleMap(io.ComfyNode):
             node_id="ZStarStyleMap",
             display_name="Z* Style Map",
             category="sampling/zstar",
+            **search_aliases("style heatmap", "attention map", "where the style went", "style transfer"),
             description="A Z* Sampler that also renders where the style went: per pixel, the share of "
                         "self-attention mass the content put on the style's keys (0 = only its own "
                         "content, 1 = only style), averaged over heads, the chosen layers and steps (the "

@@ -7,6 +7,7 @@ from ..zstar_attention import PAPER_PRESET
 from . import validation
 from ..zstar_attention.style_types import StyleEntry
 from .types import InversionType, StyleRecordType, StylesType
+from .search import search_aliases
 
 MAX_STYLES = 4
 
@@ -27,6 +28,7 @@ class ZStarStyleMix(io.ComfyNode):
             node_id="ZStarStyleMix",
             display_name="Z* Style Mix",
             category="sampling/zstar",
+            **search_aliases("mix styles", "multiple styles", "style blend", "reference images", "style transfer"),
             description="Mixes up to four styles: the content attends to all of them in ONE softmax over "
                         "[λ₁·K₁, λ₂·K₂, …, K_content], each scaled by its own strength (paper eq. 18).",
             inputs=inputs,
