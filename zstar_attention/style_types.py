@@ -2,7 +2,10 @@
 
 Plain dataclasses over torch tensors, importable without ComfyUI (the nodes wrap them in
 socket types, nodes/types.py; the style file format reads and writes them, style_file.py).
-Each reports its size to ComfyUI's RAM-pressure cache through get_ram_usage().
+Each reports its size through get_ram_usage(), which the RAM-pressure cache of ComfyUI 0.8
+asks cached outputs for; the cache of later hosts (0.33) weighs only the CPU tensors it finds
+in an output's lists and tuples and never calls it, so there a Z* output weighs as little as
+an output of unknown size.
 """
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ apply ControlNet, batch or split the CFG halves, and clean up afterwards.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 import comfy.ldm.modules.attention
@@ -26,6 +28,30 @@ def host_attention(extra_options: dict):
         return fn(q, k, v, heads, mask=mask, attn_precision=precision, transformer_options=extra_options)
 
     return attention
+
+
+def free_memory_options(model) -> dict:
+    """The keywords of the host's `model_management.free_memory` for memory used alongside `model`.
+
+    Hosts with dynamic VRAM (ComfyUI 0.16+) take `for_dynamic`. Their own loader passes it True
+    when every model it loads is a dynamic one (ModelPatcherDynamic: weights streamed and evicted
+    on demand), for the model weights and the inference memory alike: dynamic models are then
+    not unloaded to make room, since they give VRAM back on demand. Without it free_memory logs
+    "Non dynamic memory free called!" and may unload them. So: for_dynamic exactly when `model`
+    is dynamic. Hosts before that have neither the keyword nor dynamic patchers (detected by
+    signature, not version).
+    """
+    if "for_dynamic" not in inspect.signature(comfy.model_management.free_memory).parameters:
+        return {}
+    is_dynamic = getattr(model, "is_dynamic", None)
+    return {"for_dynamic": bool(is_dynamic is not None and is_dynamic())}
+
+
+def free_device_memory(model, nbytes: int, device) -> None:
+    """Ask the host to make `nbytes` free on `device` for tensors the coming sampling of `model`
+    reads (fast mode's style records), unloading other models if needed, as it does for
+    `model`'s own inference memory."""
+    comfy.model_management.free_memory(nbytes, device, **free_memory_options(model))
 
 
 def check_interrupt():

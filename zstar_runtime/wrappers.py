@@ -23,6 +23,7 @@ import comfy.patcher_extension
 
 from ..zstar_attention import SharedRunState, ZStarError, ZStarRun, rows_per_chunk
 from ..zstar_attention.style_types import StyleRecord
+from . import host
 from .patch import RUN_KEY
 
 NULLTEXT_KEY = "zstar_nulltext"
@@ -77,9 +78,10 @@ class RecordsOnDevice:
 
     A record is large (about 1.1 GiB per 512 px style in float32). Before ComfyUI loads the
     model for sampling, this asks the host to free room for the records on the load device
-    (model_management.free_memory, which unloads other models if needed) and moves them there,
-    so the model's own load then plans around memory that is really taken. This is the run's one
-    transfer of the records. On a CPU load device they already live where they are read.
+    (model_management.free_memory, which unloads other models if needed; with dynamic VRAM as a
+    dynamic model's memory, see host.free_memory_options) and moves them there, so the model's
+    own load then plans around memory that is really taken. This is the run's one transfer of
+    the records. On a CPU load device they already live where they are read.
     """
 
     def __init__(self, run: ZStarRun):
@@ -90,7 +92,7 @@ class RecordsOnDevice:
         records = self.run.record
         moving = sum(r.nbytes for r in records if any(t.device != device for kv in r.kv.values() for t in kv))
         if moving and not comfy.model_management.is_device_cpu(device):
-            comfy.model_management.free_memory(moving, device)
+            host.free_device_memory(model, moving, device)
         self.run.record = tuple(replace_kv(r, device) for r in records)
         return executor(model, *args, **kwargs)
 

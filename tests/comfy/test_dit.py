@@ -26,7 +26,7 @@ import comfy.samplers
 
 import models
 from models import rel
-from zstar_fixtures import _inference_mode  # noqa: F401 (pytest fixture)
+from zstar_fixtures import _inference_mode, unpatched_flow_twin  # noqa: F401 (pytest fixture)
 
 pack = harness.load_pack()
 from comfyui_zstar.nodes.flow_inversion import ZStarFlowInversion  # noqa: E402
@@ -39,7 +39,6 @@ from comfyui_zstar.zstar_runtime.families import FLUX, SD3, describe  # noqa: E4
 from comfyui_zstar.zstar_runtime.families.flux import flux_keys  # noqa: E402
 from comfyui_zstar.zstar_runtime.families.sd3 import sd3_keys  # noqa: E402
 from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
-from comfyui_zstar.zstar_runtime.joint_patch import ZStarBlock  # noqa: E402
 from comfyui_zstar.zstar_runtime.patch import CONFIG_KEY, install_patch, patch_model  # noqa: E402
 from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
 
@@ -69,23 +68,6 @@ def cond_for(name, seed=1):
 def invert(model, seed, cond, steps=STEPS, solver="euler", batch=1):
     return invert_latent(model, models.flow_latent(seed, batch)["samples"], steps, cond, progress=False,
                          method="flow", solver=solver, guidance=1.0)[0]
-
-
-class HostBlock(ZStarBlock):
-    """A Z* block that always runs the original block: the reference for 'untouched'."""
-
-    def __call__(self, args, extra):
-        return extra["original_block"](args)
-
-
-def unpatched_twin(model, patched):
-    """`model` set up for the same Z* run as `patched`, every Z* block running the host's block."""
-    config = patched.model_options["transformer_options"][CONFIG_KEY]
-    twin = model.clone()
-    for (kind, index), calls in FLUX.blocks_of(config.keys).items():
-        twin.set_model_patch_replace(HostBlock(config, calls), "dit", kind, index)
-    twin.model_options["transformer_options"][CONFIG_KEY] = config
-    return twin
 
 
 def with_style_text(model, patched):
@@ -167,7 +149,7 @@ def test_outside_window_and_chosen_blocks_bit_for_bit(family_model):
     patched = patch_model(model, 1.2, 0.0, "auto", 3, STEPS)
     got, ref = [], []
     zstar_sample(record_calls(patched, got), content, style, cond, cond, progress=False)
-    zstar_sample(record_calls(unpatched_twin(model, patched), ref), content, style, cond, cond, progress=False)
+    zstar_sample(record_calls(unpatched_flow_twin(model, patched), ref), content, style, cond, cond, progress=False)
     assert [c[0] for c in got] == [1] * 3 + [2] * 5
     for i in range(3):
         assert torch.equal(got[i][3], ref[i][3])

@@ -16,6 +16,8 @@ import models
 harness.load_pack()
 from comfyui_zstar.zstar_runtime import host  # noqa: E402
 from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
+from comfyui_zstar.zstar_runtime.families import FLUX  # noqa: E402
+from comfyui_zstar.zstar_runtime.joint_patch import ZStarBlock  # noqa: E402
 from comfyui_zstar.zstar_runtime.patch import CONFIG_KEY, ZStarAttn1  # noqa: E402
 
 
@@ -34,6 +36,23 @@ def unpatched_twin(model, patched):
     twin = model.clone()
     for block, block_id, index in config.keys:
         twin.set_model_attn1_replace(HostAttention(config), block, block_id, index)
+    twin.model_options["transformer_options"][CONFIG_KEY] = config
+    return twin
+
+
+class HostBlock(ZStarBlock):
+    """A Z* block that always runs the original block: the reference for 'untouched' on Flux."""
+
+    def __call__(self, args, extra):
+        return extra["original_block"](args)
+
+
+def unpatched_flow_twin(model, patched):
+    """unpatched_twin for Flux: the same Z* run as `patched`, every Z* block running the host's block."""
+    config = patched.model_options["transformer_options"][CONFIG_KEY]
+    twin = model.clone()
+    for (kind, index), calls in FLUX.blocks_of(config.keys).items():
+        twin.set_model_patch_replace(HostBlock(config, calls), "dit", kind, index)
     twin.model_options["transformer_options"][CONFIG_KEY] = config
     return twin
 
