@@ -209,8 +209,15 @@ def test_ui_workflow_nodes_and_links_match_object_info(comfy_server, ui_path):
         if node["type"] in FRONTEND_ONLY:
             continue
         n_info = info[node["type"]]
-        assert [o["type"] for o in node["outputs"]] == n_info["output"], f"{node['type']}: output types differ"
-        assert [o["name"] for o in node["outputs"]] == n_info["output_name"], f"{node['type']}: output names differ"
+        # The files carry each node's outputs as the oldest tested frontend saves them. A newer
+        # host may append outputs (0.33.0's SaveImage passes its IMAGE through); the frontend adds
+        # those from the node definition on load (test_frontend.py checks it), so a stored list
+        # is the host's list or a prefix of it, never a different one.
+        stored = node["outputs"]
+        assert [o["type"] for o in stored] == n_info["output"][:len(stored)], f"{node['type']}: output types differ"
+        assert [o["name"] for o in stored] == n_info["output_name"][:len(stored)], f"{node['type']}: output names differ"
+        if node["type"].startswith("ZStar"):  # ours: every output, on every host
+            assert len(stored) == len(n_info["output"]), f"{node['type']}: stores {len(stored)} outputs"
         connected = {s["name"] for s in node["inputs"] if s.get("link") is not None}
         for name, spec, optional in input_specs(n_info):
             if not optional and not is_widget(spec):
