@@ -10,7 +10,10 @@ output/, temp/, user/ all live under it):
 - models/checkpoints/v1-5-pruned-emaonly-fp16.safetensors and
   models/controlnet/control_v11p_sd15_canny_fp16.safetensors → the random-weight files from
   checkpoint.py, under the names the example workflows use, so the committed workflows run as is;
-- input/example.png (the workflows' default image) and a few small test images.
+- input/example.png (the workflows' default image) and a few small test images;
+- custom_nodes/ComfyUI-GGUF, city96's GGUF loaders, unpacked from ../shared/packs/comfyui-gguf-*.tar.gz
+  (or ZSTAR_GGUF_PACK: an archive or an unpacked folder) when that archive is there and this venv
+  has the `gguf` package; otherwise ZStarServer.gguf_skip says which is missing (test_gguf.py skips).
 Nothing reaches the network: API nodes are off, the database is in memory, the frontend is the
 installed comfyui-frontend-package, and the comfy API base points at a closed local port.
 
@@ -19,9 +22,11 @@ runner's (the zstar_batch package), so the tests exercise the code users run.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,10 @@ CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
 FLUX_MODEL, FLUX_VAE, SD35_CHECKPOINT, CLIP_L = ("flux1-dev.safetensors", "ae.safetensors", "sd3.5_medium.safetensors",
                                                  "clip_l.safetensors")
 FULL_SIZE_TEXT_ENCODERS = ("t5xxl_fp16.safetensors", "clip_g.safetensors")  # T5-XXL (4.7B) cannot run here
+# city96's ComfyUI-GGUF (Apache-2.0), installed into the test server when its archive is there
+GGUF_PACK_ENV = "ZSTAR_GGUF_PACK"
+GGUF_PACKS = REPO.parent / "shared" / "packs"
+GGUF_NODES = ("UnetLoaderGGUF",)
 
 
 def load_runner():
@@ -124,6 +133,39 @@ def prepare_base(base: Path) -> Path:
     return base
 
 
+def gguf_pack_source() -> tuple[Path | None, str | None]:
+    """(the ComfyUI-GGUF archive or folder to install, None) or (None, why it cannot be installed)."""
+    override = os.environ.get(GGUF_PACK_ENV)
+    if override:
+        source = Path(override)
+        if not source.exists():
+            return None, f"ComfyUI-GGUF not installed: {GGUF_PACK_ENV}={override} does not exist"
+    else:
+        found = sorted(GGUF_PACKS.glob("comfyui-gguf-*.tar.gz"))
+        if not found:
+            return None, f"ComfyUI-GGUF not installed: no comfyui-gguf-*.tar.gz in {GGUF_PACKS} (or set {GGUF_PACK_ENV})"
+        source = found[-1]
+    if importlib.util.find_spec("gguf") is None:
+        return None, f"ComfyUI-GGUF not installed: this venv ({sys.executable}) lacks the `gguf` package (pip install gguf)"
+    return source, None
+
+
+def install_gguf_pack(base: Path, source: Path) -> Path:
+    """ComfyUI-GGUF into base/custom_nodes: an unpacked folder is linked, an archive (one top-level
+    folder, as the pack's repository archive has) is unpacked there."""
+    nodes = Path(base) / "custom_nodes"
+    if source.is_dir():
+        target = nodes / source.name
+        target.symlink_to(source.resolve(), target_is_directory=True)
+        return target
+    with tarfile.open(source) as tar:
+        tops = {Path(m.name).parts[0] for m in tar.getmembers() if m.name not in ("", ".")}
+        if len(tops) != 1:
+            raise RuntimeError(f"{source}: expected one top-level folder, found {sorted(tops)}")
+        tar.extractall(nodes, filter="data")
+    return nodes / tops.pop()
+
+
 def comfyui_args(base: Path) -> list[str]:
     """main.py arguments for a test server: CPU, our base directory, nothing that goes online."""
     return ["--cpu", "--base-directory", str(base), "--disable-api-nodes", "--disable-auto-launch",
@@ -140,6 +182,8 @@ class ZStarServer:
 
     def __init__(self, base: Path, comfy_path: str):
         self.base = prepare_base(base)
+        source, self.gguf_skip = gguf_pack_source()  # gguf_skip: why ComfyUI-GGUF is not there, or None
+        self.gguf_pack = install_gguf_pack(self.base, source) if source else None
         self.process = runner.LocalComfyUI(comfy_path, python=sys.executable, extra_args=comfyui_args(self.base),
                                            log_path=self.base / "comfyui.log", start_timeout=300,
                                            env=offline_env(), cwd=self.base)
