@@ -24,6 +24,7 @@ from comfy_api.latest import io
 
 from ..zstar_attention import ZStarError, ddim_timesteps, parse_layers
 from ..zstar_runtime.families import AUTO_LAYERS, FAMILIES, MAX_LAYERS
+from ..zstar_runtime.nulltext import check_cfg as check_nulltext_cfg
 
 DEFAULT_TRAIN_STEPS = 1000  # every model Z* supports (SD1.5, SD2.x, SDXL) has 1000 train steps
 
@@ -134,15 +135,8 @@ def record_inputs(node_cls, cfg=None, layers=None, start_step=None, end_step=Non
 
 
 def nulltext_inputs(node_cls, cfg=None, iterations=None):
-    """At cfg 1 ComfyUI never evaluates the unconditional half (samplers.py, the cfg-1 shortcut),
-    so the embedding this node optimises could not change any result: a named refusal instead of
-    a run whose gradients reach nothing (0.33 freezes the weights, so autograd says so with a bare
-    RuntimeError; older hosts silently spend the time)."""
     check_widgets(node_cls, cfg=cfg, iterations=iterations)
-    if cfg is not None and math.isclose(cfg, 1.0):
-        raise ZStarError("cfg: null-text optimisation needs cfg > 1: at cfg 1 the sampler never uses the "
-                         "unconditional embedding, so there is nothing to optimise; set the cfg the Z* Sampler "
-                         "will use (the paper: 7.5), or leave this node out when sampling at cfg 1")
+    check_nulltext_cfg(cfg)
 
 
 def inversion_inputs(node_cls, steps=None):

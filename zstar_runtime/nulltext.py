@@ -11,6 +11,7 @@ unconditional half runs in every Adam iteration.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -48,12 +49,27 @@ class GradSafeTensors(torch.overrides.TorchFunctionMode):
 
 
 def _normal(value):
-    """An inference tensor (also inside a list or tuple) as a normal copy; anything else as is."""
+    """An inference tensor (also inside a list or tuple) as a normal copy, detached; anything else as is.
+
+    Detached because an inference tensor is a constant of the optimisation, yet it may be a leaf that
+    requires grad: hosts before 0.33 leave the U-Net's parameters requires_grad=True, so a plain
+    clone would route the gradient into every weight (a .grad per parameter kept on the model, and
+    with fp8 weights a crash when autograd accumulates into them: no fp8 add)."""
     if isinstance(value, torch.Tensor):
-        return value.clone() if value.is_inference() else value
+        return value.detach().clone() if value.is_inference() else value
     if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
         return type(value)(_normal(v) for v in value)
     return value
+
+
+def check_cfg(cfg) -> None:
+    """At cfg 1 ComfyUI never evaluates the unconditional half (samplers.py, the cfg-1 shortcut),
+    so the embedding could not change any result and its loss reaches no gradient: a named
+    refusal instead of autograd's bare RuntimeError."""
+    if cfg is not None and math.isclose(cfg, 1.0):
+        raise ZStarError("cfg: null-text optimisation needs cfg > 1: at cfg 1 the sampler never uses the "
+                         "unconditional embedding, so there is nothing to optimise; set the cfg the Z* Sampler "
+                         "will use (the paper: 7.5), or leave this node out when sampling at cfg 1")
 
 
 def plain_uncond(negative) -> torch.Tensor:
@@ -66,6 +82,7 @@ def plain_uncond(negative) -> torch.Tensor:
 def nulltext_optimise(model, inversion: Inversion, positive, negative, cfg=PAPER_PRESET.cfg_nulltext,
                       iterations=PAPER_PRESET.nulltext_iterations, lr=PAPER_PRESET.nulltext_lr,
                       progress=True, log=None) -> Inversion:
+    check_cfg(cfg)
     info = describe(model)
     info.require("nulltext", "Z* Null-Text Optimization")
     checks.check_inversion_model(info, inversion, "inversion")

@@ -249,6 +249,8 @@ def test_bad_widget_values_fail_at_execution_too(model, empty, inv):
            inv["content"], empty, empty, NAN, 3)
     raises("cfg: null-text optimisation needs cfg > 1", ZStarNullTextOptimization.execute, model,
            inv["content"], empty, empty, 1.0, 1)
+    from comfyui_zstar.zstar_runtime.nulltext import nulltext_optimise  # the runtime says it too, not autograd
+    raises("cfg: null-text optimisation needs cfg > 1", nulltext_optimise, model, inv["content"], empty, empty, 1.0, 1)
     raises("layers: 'x' is not a layer number", ZStarStyleRecord.execute, model, inv["style"], empty, empty, 1.0,
            "x", 1, STEPS)
     raises("strength_2: must be a finite number from 0 to 10, got nan", ZStarStyleMix.execute,
