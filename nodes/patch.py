@@ -33,7 +33,7 @@ class ZStarAttentionPatch(io.ComfyNode):
                 io.Int.Input("end_step", default=PAPER_PRESET.end_step, min=1, max=1000,
                              tooltip="Step where reweighting stops (exclusive). Paper: 30 of 30, i.e. to the end."),
                 io.Combo.Input("style_positions", options=list(POSITIONS), default="auto", optional=True,
-                               tooltip="Flux only (rotary positions): where the style's keys sit for the content's queries. as_recorded: on the content's own grid (a query prefers style tokens at its own position, which can copy the style's layout). shifted: moved to a range of their own, as ComfyUI's ReferenceLatent places a reference image (index +1, beside the image). auto = shifted on Flux; models without rotary positions take auto or as_recorded."),
+                               tooltip="Flux only (rotary positions): where the style's keys sit for the content's queries. as_recorded: on the content's own grid (a query prefers style tokens at its own position, which can copy the style's layout). shifted: index +1 and beside the image, off the content's grid (our choice, after AlignedGen's ShiftPE). reference_latent: index +1 on the content's grid, where ComfyUI's ReferenceLatent puts a first reference image (Kontext). auto = shifted on Flux; models without rotary positions take auto or as_recorded."),
             ],
             outputs=[io.Model.Output(tooltip="A patched copy of the model; wire it into the Z* Sampler.")],
         )

@@ -23,6 +23,7 @@ import math
 from comfy_api.latest import io
 
 from ..zstar_attention import ZStarError, ddim_timesteps, parse_layers
+from ..zstar_attention.layers import LayerStringError
 from ..zstar_runtime.families import AUTO_LAYERS, FAMILIES, MAX_LAYERS
 from ..zstar_runtime.nulltext import check_cfg as check_nulltext_cfg
 
@@ -98,9 +99,9 @@ def check_layer_syntax(layers: str | None, name: str = "layers"):
     every_model = every_family_layers()
     try:
         parse_layers(layers, MAX_LAYERS, name=name)
-    except ZStarError as e:
-        if "out of range" not in str(e):  # a syntax error: name the ranges of every model, not just the largest
-            raise ZStarError(str(e).replace(f"(layers 0-{MAX_LAYERS - 1})", every_model)) from None
+    except LayerStringError as e:
+        if not e.out_of_range:  # a syntax error: name the ranges of every model, not just the largest
+            raise ZStarError(e.with_allowed(every_model)) from None
         shown = layers.strip() if len(layers.strip()) <= 20 else layers.strip()[:20] + "…"
         raise ZStarError(f"{name}: '{shown}' names a layer that no supported model has {every_model}; "
                          "use e.g. 'auto' or '10-15'") from None

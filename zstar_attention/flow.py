@@ -13,9 +13,12 @@ Solvers (one code path for both directions; inversion runs the schedule backward
   velocity of step i, v(x_mid_i, σ_i + h_i/2), reused. Second order at one call per step after
   the first (RF-Solver, arXiv 2411.04746, spends two).
 
-At σ = 0 the denoiser returns x itself (x₀̂ = x − 0·v) and carries no velocity, so a step that
-starts at σ = 0 (inverting a schedule that ends at 0) uses the exact limit instead of a call:
-v(x, 0) = E[ε − x₀ | x₀ = x] = −x, since the noise is independent of the data.
+At σ = 0 the denoiser returns x itself (x₀̂ = x − 0·v) and carries no velocity. FireFlow's and
+RF-Solver's reference code (`denoise_fireflow`, `denoise` in FireFlow's src/flux/sampling.py)
+asks the model there, and so does the inversion here: the caller passes that velocity as
+`start_velocity` (zstar_runtime/host.model_velocity gets it through the host). A caller that
+has only a denoiser gets the exact limit v(x, 0) = E[ε − x₀ | x₀ = x] = −x (the noise is
+independent of the data), which the reference never uses.
 """
 from __future__ import annotations
 
@@ -72,25 +75,32 @@ def _check(denoiser, x, name: str, sigmas, order) -> tuple[list[float], int]:
     return values, order
 
 
-def _solve(denoiser: Denoiser, x: torch.Tensor, path: list[float], order: int, callback: Callback) -> FlowTrajectory:
-    """Integrate dx/dσ = v from path[0] to path[-1] (either direction); the latents in path order."""
+def _solve(denoiser: Denoiser, x: torch.Tensor, path: list[float], order: int, callback: Callback,
+           start_velocity: torch.Tensor | None = None) -> FlowTrajectory:
+    """Integrate dx/dσ = v from path[0] to path[-1] (either direction); the latents in path order.
+    start_velocity: the model's v(x, path[0]), asked by the caller (counted as a model call)."""
     calls = 0
 
-    def velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    def velocity(x: torch.Tensor, sigma: float, first: bool = False) -> torch.Tensor:
         nonlocal calls
+        if first and start_velocity is not None:
+            calls += 1
+            return start_velocity.to(x)
         if sigma == 0:
             return -x  # exact limit; the denoiser returns x here (module docstring)
         calls += 1
         return flow_velocity(x, denoiser(x, sigma_batch(x, sigma)), sigma)
 
+    if start_velocity is not None and tuple(start_velocity.shape) != tuple(x.shape):
+        raise ZStarError(f"start_velocity: shape {tuple(start_velocity.shape)} differs from the latent's {tuple(x.shape)}")
     out, total, reused = [x], len(path) - 1, None
     for i in range(total):
         s, s_next = path[i], path[i + 1]
         h = s_next - s
         if order == 1:
-            x = x + h * velocity(x, s)
+            x = x + h * velocity(x, s, first=i == 0)
         else:  # FireFlow: the previous step's midpoint velocity stands in for v(x, s)
-            v0 = velocity(x, s) if reused is None else reused
+            v0 = velocity(x, s, first=True) if reused is None else reused
             reused = velocity(x + (h / 2) * v0, s + h / 2)
             x = x + h * reused
         out.append(x)
@@ -100,17 +110,20 @@ def _solve(denoiser: Denoiser, x: torch.Tensor, path: list[float], order: int, c
 
 
 def flow_invert(denoiser: Denoiser, x0: torch.Tensor, sigmas, order: int = 1,
-                callback: Callback = None) -> FlowTrajectory:
+                callback: Callback = None, start_velocity: torch.Tensor | None = None) -> FlowTrajectory:
     """Invert the clean latent x0 (at sigmas[-1]) up to sigmas[0]; keep the whole trajectory.
 
     sigmas is the DENOISING schedule (descending in [0, 1], e.g. a Flux BasicScheduler's, ending
     at 0 or above); it is walked upwards. Returns S+1 latents ordered as ddim_invert's: traj[i]
     at sigmas[i], traj[-1] is x0 itself, traj[0] the latent at σ_max, so denoising step i can
-    replay traj[i]. traj.evaluations counts model calls: order 1 makes S, order 2 S+1 (each one
-    fewer when sigmas[-1] == 0, where the start velocity is exact). callback(i_done, S, x).
+    replay traj[i]. start_velocity: the model's velocity at (x0, sigmas[-1]), which the caller
+    asks the model for where the denoiser cannot give it (σ = 0); without it a schedule ending at
+    0 starts from the exact limit −x0. traj.evaluations counts model calls, start_velocity's
+    included: order 1 makes S, order 2 S+1 (each one fewer when the exact limit stands in).
+    callback(i_done, S, x).
     """
     values, order = _check(denoiser, x0, "x0", sigmas, order)
-    up = _solve(denoiser, x0, values[::-1], order, callback)
+    up = _solve(denoiser, x0, values[::-1], order, callback, start_velocity)
     return FlowTrajectory(up[::-1], up.evaluations)
 
 

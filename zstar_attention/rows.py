@@ -83,7 +83,11 @@ class ZStarRun(SharedRunState):
     query_mask: object = None  # optional (n_content, H, W) bool mask in latent space
     record: object = None  # optional fast-mode StyleRecord to read from or write to
     latent_shape: tuple | None = None  # (C, H, W) every model call of the run must have
-    extra: dict = field(default_factory=dict)
+    sink: object = None  # fast mode's recording: where the style rows' keys and values go
+    probe: object = None  # the style map's probe: reads the reweighted attention's weights
+    style_guidance: tuple | None = None  # Flux.1-dev: each style row's inversion guidance, in layout order
+    mask_cache: dict = field(default_factory=dict)  # query masks resized per token grid (h, w)
+    rope_rotation: dict = field(default_factory=dict)  # the style keys' moved positions per (rope, placement)
 
     def rows_in_call(self) -> int:
         """Rows per CFG chunk of this step's model calls: content and style rows, or content only."""

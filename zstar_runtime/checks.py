@@ -52,10 +52,25 @@ def check_inversion_model(info, inv, name: str):
         raise ZStarError(f"{name}: inverted with a {inv.model_type} model but this MODEL is {info.type_name}; "
                          "invert with the same model")
     expected = info.family.schedule(info.sigma_table, inv.steps)[0].float()
-    if not torch.equal(expected, inv.sigmas.float().cpu()):
-        raise ZStarError(f"{name}: inverted on a different noise schedule than this MODEL's "
-                         f"(σ_max {inv.sigmas[0].item():.4g} vs {expected[0].item():.4g}); invert with the "
-                         "same model and model-sampling settings the sampler uses")
+    found = inv.sigmas.float().cpu()
+    if not torch.equal(expected, found):
+        i = int((expected != found).nonzero()[0, 0]) if expected.shape == found.shape else 0
+        shift = info.shift
+        raise ZStarError(f"{name}: inverted on a different noise schedule than this MODEL's (they first differ "
+                         f"at σ[{i}] of {len(found)}: {found[i].item():.6g} in the inversion, {expected[i].item():.6g} here"
+                         f"{'' if shift is None else f'; this MODEL samples with shift {shift:.6g}'}); invert "
+                         "with the same model and model-sampling settings (shift, a Model Sampling node) the "
+                         "sampler uses")
+
+
+def check_guidance(conditioning, name: str):
+    """No NaN or infinite guidance in a CONDITIONING (FluxGuidance lets any float through, and the
+    model then gives a NaN image without a word)."""
+    for entry in conditioning or ():
+        value = entry[1].get("guidance") if len(entry) > 1 and isinstance(entry[1], dict) else None
+        if value is not None and not torch.isfinite(torch.as_tensor(value, dtype=torch.float64)).all():
+            raise ZStarError(f"{name}: the conditioning's guidance is {value} (not a finite number); set FluxGuidance's "
+                             "guidance to a number such as 3.5")
 
 
 def check_mask(mask, batch: int, latent_shape: tuple, name: str = "mask"):

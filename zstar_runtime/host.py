@@ -6,6 +6,7 @@ apply ControlNet, batch or split the CFG halves, and clean up afterwards.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 
 import torch
@@ -94,6 +95,37 @@ def run_sampler_function(model, fn, sigmas, positive, negative, cfg, shape, opti
     zeros = torch.zeros(shape)
     return comfy.sample.sample_custom(model, zeros, cfg, sampler, sigmas, positive, negative, zeros,
                                       disable_pbar=True, seed=seed)
+
+
+def _model_output(self, sigma, model_output, model_input):
+    return model_output
+
+
+def velocity_model(model):
+    """A clone of a flow `model` whose denoiser returns the network's own output, the velocity v,
+    instead of x − σ·v: at σ = 0 the host's denoiser gives back x and no velocity, yet FireFlow's
+    and RF-Solver's inversions start by asking the model there. The clone's model sampling is a
+    copy of the model's in a subclass (an object patch, as Model Sampling nodes make), so the call
+    still goes through the host's conditioning, CFG, wrappers and patches."""
+    base = model.get_model_object("model_sampling")
+    sampling = copy.copy(base)
+    sampling.__class__ = type(f"Velocity{type(base).__name__}", (type(base),), {"calculate_denoised": _model_output})
+    clone = model.clone()
+    clone.add_object_patch("model_sampling", sampling)
+    return clone
+
+
+def model_velocity(model, x: torch.Tensor, sigmas, positive, sigma: float = 0.0) -> torch.Tensor:
+    """The flow model's velocity v(x, sigma) (x in model space) through ComfyUI's sampling, CFG 1
+    on `positive`, as the inversion asks it; `sigmas` is the run's schedule (for the host's setup)."""
+    holder = {}
+
+    def fn(denoiser, like, _sigmas, **_):
+        holder["v"] = denoiser(x.to(like), sigma)
+        return like
+
+    run_sampler_function(velocity_model(model), fn, sigmas, positive, positive, 1.0, x.shape, {})
+    return holder["v"]
 
 
 def process_latent_in(model, samples: torch.Tensor) -> torch.Tensor:

@@ -87,11 +87,15 @@ def invert_latent(model, samples: torch.Tensor, steps: int, positive, progress=T
         positive, guidance = with_guidance(model, info, positive, guidance)
     else:
         guidance = None
+    checks.check_guidance(positive, "guidance" if guidance is not None else "positive")
     checks.check_latent(model, samples)
     sigmas, timesteps = official_sigmas(info, steps)
     samples = comfy.sample.fix_empty_latent_channels(model, samples)
     start = host.process_latent_in(model, samples.float())
     holder = {}
+    if method == "flow" and float(sigmas[-1]) == 0:
+        # the reference solvers ask the model at σ = 0, where the host's denoiser returns x itself
+        options["start_velocity"] = host.model_velocity(model, start, sigmas, positive)
 
     def invert(denoiser, _x, sigmas_dev, callback=None):
         x0 = start.to(_x) * info.family.clean_scale(sigmas_dev[-1])

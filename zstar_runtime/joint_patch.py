@@ -42,15 +42,18 @@ class ZStarBlock(ZStarHook):
         mode = self.config.positions
         if self.rope is None or mode == "as_recorded":
             return None
-        cache = run.extra.setdefault("rope_rotation", {})
-        if self.rope not in cache:
+        cache = run.rope_rotation
+        key = (self.rope, mode)
+        if key not in cache:
             axes_dim, theta = self.rope
             h, w = self.family.token_grid(run.latent_shape)
-            # ComfyUI's ReferenceLatent 'offset' placement of a first reference image (comfy/ldm/flux/model.py):
-            # index axis + 1, then beside the image along its shorter side; never overlaps the content's grid.
-            offsets = (1.0, 0.0, float(w)) if h > w else (1.0, float(h), 0.0)
-            cache[self.rope] = rope_rotation(offsets + (0.0,) * (len(axes_dim) - 3), axes_dim, theta)
-        return cache[self.rope]
+            # (index, row, column) offsets; patch.POSITIONS says where each placement comes from
+            if mode == "reference_latent":
+                offsets = (1.0, 0.0, 0.0)
+            else:  # shifted: also beside the image along its shorter side, never on the content's grid
+                offsets = (1.0, 0.0, float(w)) if h > w else (1.0, float(h), 0.0)
+            cache[key] = rope_rotation(offsets + (0.0,) * (len(axes_dim) - 3), axes_dim, theta)
+        return cache[key]
 
 
 class JointOverride:

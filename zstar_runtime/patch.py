@@ -33,7 +33,7 @@ class ZStarConfig:
     start_step: int
     end_step: int
     arch: str
-    positions: str = "as_recorded"  # rotary positions of the style keys (Flux): as_recorded | shifted
+    positions: str = "as_recorded"  # rotary positions of the style keys (Flux): see POSITIONS
     style_text: bool = False  # transformers: the style lends its text keys too (an invariant's switch, not the method)
 
 
@@ -58,8 +58,8 @@ class ZStarAttn1(ZStarHook):
         if run is None:
             return attention(q, k, v, heads)
         key = self.family.layer_of_call(extra_options)
-        if run.extra.get("sink") is not None:  # recording a style for fast mode
-            run.extra["sink"](run.step, key, extra_options["cond_or_uncond"], k, v)
+        if run.sink is not None:  # recording a style for fast mode
+            run.sink(run.step, key, extra_options["cond_or_uncond"], k, v)
             return attention(q, k, v, heads)
         if not run.reweight:
             return attention(q, k, v, heads)
@@ -90,7 +90,7 @@ def recorded_halves(record, step: int, key, halves) -> list:
 
 
 def _probe(run, key, extra_options):
-    probe = run.extra.get("probe")
+    probe = run.probe
     if probe is None:
         return None
     return lambda q, k, style_keys, scales: probe(run.step, key, q, k, style_keys, scales, extra_options["n_heads"])
@@ -101,7 +101,7 @@ def query_mask_for(run, grid: tuple):
     if run.query_mask is None:
         return None
     h, w = grid
-    cache = run.extra.setdefault("mask_cache", {})
+    cache = run.mask_cache
     if (h, w) not in cache:
         m = torch.nn.functional.interpolate(run.query_mask[:, None].float(), size=(h, w), mode="area")[:, 0]
         m = (m > 0.5).reshape(m.shape[0], h * w)
@@ -109,7 +109,14 @@ def query_mask_for(run, grid: tuple):
     return cache[(h, w)]
 
 
-POSITIONS = ("auto", "as_recorded", "shifted")
+POSITIONS = ("auto", "as_recorded", "shifted", "reference_latent")
+# Where each placement puts the style's image keys on RoPE's (index, row, column) axes; the grid
+# sides are filled in per image. shifted: index + 1 and beside the image along its shorter side
+# (our choice: AlignedGen's ShiftPE moves reference positions beside the image so they do not
+# collide, plus the index step Kontext gives a reference). reference_latent: index + 1 on the
+# content's own grid, where ComfyUI's ReferenceLatent ("offset", comfy/ldm/flux/model.py) puts a
+# first reference image.
+MOVED_POSITIONS = ("shifted", "reference_latent")
 
 
 def resolve_positions(info, positions: str) -> str:
@@ -119,9 +126,10 @@ def resolve_positions(info, positions: str) -> str:
     rope = getattr(info.family, "has_rope", False)
     if positions == "auto":
         return "shifted" if rope else "as_recorded"
-    if positions == "shifted" and not rope:
+    if positions in MOVED_POSITIONS and not rope:
         raise ZStarError(f"style_positions: {info.family.label} has no rotary positions to shift (its attention sees "
-                         "no positions, or they are added to the tokens before the blocks); use 'auto' or 'as_recorded'")
+                         f"no positions, or they are added to the tokens before the blocks), so '{positions}' does not "
+                         "apply; use 'auto' or 'as_recorded'")
     return positions
 
 

@@ -36,7 +36,7 @@ def record_style(model, style: Inversion, positive, negative, cfg=1.0, layers="a
             sl = slice(chunk * rows, chunk * rows + 1)
             kv[(step, key, half)] = (k[sl].detach().clone(), v[sl].detach().clone())
 
-    run.extra["sink"] = sink
+    run.sink = sink
     clone.model_options["transformer_options"][RUN_KEY] = run
     steps = [i for i in range(style.steps) if window[i]]
 

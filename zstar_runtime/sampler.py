@@ -78,6 +78,8 @@ def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
     config = zstar_config(model)
     entries = style_entries(style)
     fast = check_inputs(info, config, content, entries)
+    checks.check_guidance(positive, "positive")
+    checks.check_guidance(negative, "negative")
     if fast:
         info.require("record", "fast mode (a Z* Style Record as the style)")
     if content.nulltext_cfg is not None and cfg != content.nulltext_cfg:
@@ -96,12 +98,11 @@ def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
     run = ZStarRun(layout, scales, 0.0 if fast else config.style_self_scale)
     run.record = tuple(e.source for e in entries) if fast else None
     run.latent_shape = tuple(content.latent_shape)
-    if probe is not None:
-        run.extra["probe"] = probe
+    run.probe = probe
     if not fast and any(e.source.guidance is not None for e in entries):
         # Flux.1-dev: the style rows replay their inversion, so they run with ITS guidance; the content rows
         # keep the sampler's conditioning (FluxGuidance). One value per style row of a chunk, in layout order.
-        run.extra["style_guidance"] = tuple(e.source.guidance for _ in range(layout.groups) for e in entries)
+        run.style_guidance = tuple(e.source.guidance for _ in range(layout.groups) for e in entries)
 
     patched = model.clone()
     patched.model_options["transformer_options"][RUN_KEY] = run

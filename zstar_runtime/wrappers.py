@@ -41,7 +41,7 @@ def style_rows_mask(run: ZStarRun, n_chunks: int) -> torch.Tensor:
 def style_rows_guidance(run: ZStarRun, guidance: torch.Tensor, n_chunks: int) -> torch.Tensor:
     """Flux's per-row guidance with the style rows set to their inversions' guidance."""
     rows = guidance.reshape(n_chunks, run.layout.rows).clone()
-    rows[:, run.layout.n_content:] = torch.tensor(run.extra["style_guidance"], dtype=rows.dtype, device=rows.device)
+    rows[:, run.layout.n_content:] = torch.tensor(run.style_guidance, dtype=rows.dtype, device=rows.device)
     return rows.reshape(guidance.shape)
 
 
@@ -59,7 +59,7 @@ def apply_model_wrapper(executor, x, t, c_concat, c_crossattn, control, transfor
         if kwargs.get("ref_latents") is not None:
             raise ZStarError("conditioning: carries reference latents (ReferenceLatent / Flux Kontext), whose image "
                              "tokens Z* cannot tell from the content's; use plain conditionings")
-        if run.stacked and kwargs.get("guidance") is not None and run.extra.get("style_guidance"):
+        if run.stacked and kwargs.get("guidance") is not None and run.style_guidance:
             kwargs["guidance"] = style_rows_guidance(run, kwargs["guidance"], n_chunks)
         if run.stacked and control:
             keep = (~style_rows_mask(run, n_chunks)).to(x.device)

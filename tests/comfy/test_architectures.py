@@ -80,8 +80,8 @@ def test_describe_names_the_architecture(arch):
     info = describe(arch["model"])
     assert info.arch == arch["name"]
     assert info.type_name == arch["type_name"]
-    assert info.attn1_keys == family(arch["name"]).layer_keys
-    assert len(info.attn1_keys) == {"sd2": 16, "sdxl": 70}[arch["name"]]
+    assert info.layer_keys == family(arch["name"]).layer_keys
+    assert len(info.layer_keys) == {"sd2": 16, "sdxl": 70}[arch["name"]]
     assert arch["content"].arch == arch["name"]
 
 

@@ -9,6 +9,7 @@ it should; interrupts leave nothing; bad input gets named errors.
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import pytest
 
@@ -205,6 +206,40 @@ def test_reconstruction_converges_with_steps(family_model):
     assert rows[-1][3] < rows[-1][1] / 4  # second order both ways: far below first order at 32 steps
 
 
+@pytest.mark.parametrize("solver", ["euler", "fireflow"])
+def test_flux_inversion_is_the_reference_loop(flux_model, solver):
+    """FireFlow's reference code (FireFlow's src/flux/sampling.py: `denoise` for Euler,
+    `denoise_fireflow`, with inverse=True) asks the transformer for its velocity at every t it
+    visits, t = 0 included. Transcribed here with ComfyUI's Flux module called directly on the
+    pack's σ schedule, guidance 1.0: the pack's inversion is that trajectory (before, its first
+    step took the exact limit v = −x at σ = 0 and every later latent differed by ~1e-2)."""
+    cond = models.flow_cond(1, guidance=1.0)
+    inv = invert(flux_model, 2, cond, 8, solver)
+    net = flux_model.model.diffusion_model
+    context, y = cond[0][0], cond[0][1]["pooled_output"]
+    img = flux_model.model.process_latent_in(models.flow_latent(2)["samples"])
+
+    def model(x, t):
+        b = x.shape[0]
+        return net(x, torch.full((b,), t), context, y=y, guidance=torch.full((b,), 1.0)).float()
+
+    timesteps = inv.sigmas.tolist()[::-1]  # inverse: from t = 0 up
+    reference, next_step_velocity = [img], None
+    with torch.no_grad():
+        for t_curr, t_prev in zip(timesteps[:-1], timesteps[1:]):
+            if solver == "euler":
+                img = img + (t_prev - t_curr) * model(img, t_curr)
+            else:
+                pred = model(img, t_curr) if next_step_velocity is None else next_step_velocity
+                img_mid = img + (t_prev - t_curr) / 2 * pred
+                next_step_velocity = model(img_mid, t_curr + (t_prev - t_curr) / 2)
+                img = img + (t_prev - t_curr) * next_step_velocity
+            reference.append(img)
+    errors = [rel(mine, ref) for mine, ref in zip(inv.trajectory[::-1], reference)]
+    print(f"\nflux {solver}: pack vs reference loop, rel error per latent: " + " ".join(f"{e:.1e}" for e in errors))
+    assert len(errors) == 9 and max(errors) < 1e-5
+
+
 def test_cond_and_uncond_together_or_apart_agree(sd3_model):
     """SD3.5's real CFG: ComfyUI's batching of the halves must not change the result."""
     cond, negative = cond_for("sd3"), cond_for("sd3", 7)
@@ -266,7 +301,7 @@ def test_positions_shifted_and_as_recorded_differ_and_are_checked(flux_model, sd
     cond = cond_for("flux")
     content, style = invert(flux_model, 2, cond), invert(flux_model, 3, cond)
     outs = {}
-    for mode in ("auto", "shifted", "as_recorded"):
+    for mode in ("auto", "shifted", "as_recorded", "reference_latent"):
         patched = patch_model(flux_model, 1.2, 0.0, "auto", 2, STEPS, positions=mode)
         outs[mode], _ = zstar_sample(patched, content, style, cond, cond, progress=False)
     no_style, _ = zstar_sample(patch_model(flux_model, 0.0, 0.0, "auto", 2, STEPS, positions="as_recorded"), content,
@@ -276,12 +311,40 @@ def test_positions_shifted_and_as_recorded_differ_and_are_checked(flux_model, sd
     effect = rel(outs["as_recorded"], no_style)
     print(f"\nflux positions: shifted vs as_recorded {rel(outs['shifted'], outs['as_recorded']):.2e}, λ 1.2 vs 0 {effect:.2e}")
     assert rel(outs["shifted"], outs["as_recorded"]) > 0.2 * effect > 0
+    # the host's placement moves the keys on the index axis only (16 of 128 rotary dims): a third answer,
+    # nearer the content's grid than 'shifted', which also moves them in the image plane
+    index_only = rel(outs["reference_latent"], outs["as_recorded"])
+    print(f"flux positions: reference_latent vs as_recorded {index_only:.2e}")
+    assert 0 < index_only < rel(outs["shifted"], outs["as_recorded"])
     with pytest.raises(ZStarError, match="style_positions: SD3.5 has no rotary positions to shift"):
         patch_model(sd3_model, 1.2, 0.0, "auto", 2, STEPS, positions="shifted")
+    with pytest.raises(ZStarError, match="style_positions: SD3.5 has no rotary positions to shift .*so "
+                       "'reference_latent' does not apply; use 'auto' or 'as_recorded'"):
+        patch_model(sd3_model, 1.2, 0.0, "auto", 2, STEPS, positions="reference_latent")
     with pytest.raises(ZStarError, match="style_positions: SD1.5 has no rotary positions to shift"):
         patch_model(models.sd15(seed=None, load_device=models.CPU), 1.2, 0.0, "auto", 2, STEPS, positions="shifted")
     assert patch_model(sd3_model, 1.2, 0.0, "auto", 2, STEPS).model_options["transformer_options"][CONFIG_KEY] \
         .positions == "as_recorded"
+
+
+@pytest.mark.parametrize("mode, offsets", [("shifted", (1.0, 8.0, 0.0)), ("reference_latent", (1.0, 0.0, 0.0)),
+                                           ("as_recorded", None)])
+def test_positions_place_the_style_keys_where_they_say(flux_model, mode, offsets):
+    """A 16 × 24 latent is a 8 × 12 token grid: 'shifted' moves the style keys by index + 1 and the
+    grid's height (beside the image along its shorter side), 'reference_latent' by index + 1 only
+    (ComfyUI's ReferenceLatent 'offset' placement of a first reference), 'as_recorded' not at all."""
+    from comfyui_zstar.zstar_attention import rope_rotation
+
+    patched = patch_model(flux_model, 1.2, 0.0, "auto", 2, STEPS, positions=mode)
+    block = next(iter(patched.model_options["transformer_options"]["patches_replace"]["dit"].values()))
+    run = types.SimpleNamespace(rope_rotation={}, latent_shape=(16, 16, 24))
+    found = block.positions(run)
+    if offsets is None:
+        assert found is None
+        return
+    params = flux_model.model.diffusion_model.params
+    expected = rope_rotation(offsets + (0.0,) * (len(params.axes_dim) - 3), params.axes_dim, params.theta)
+    assert torch.equal(found, expected)
 
 
 def test_mask_and_style_mix(flux_model):
@@ -350,6 +413,38 @@ def test_bad_input_is_named(flux_model, sd3_model):
         describe(inpaint)
 
 
+def test_schedule_mismatch_names_the_first_differing_sigma_and_the_shift(sd3_model):
+    """An inversion on shift 3 (SD3.5's) sampled on shift 6 (a ModelSamplingSD3 node): σ[0] = 1 on
+    both, so the message names the first σ that differs and the MODEL's shift, not "σ_max 1 vs 1"."""
+    cond = cond_for("sd3")
+    inv = invert(sd3_model, 2, cond, steps=2)
+    base = sd3_model.get_model_object("model_sampling")
+    sampling = type(base)(sd3_model.model.model_config)
+    sampling.set_parameters(shift=6.0, multiplier=base.multiplier)
+    shifted = sd3_model.clone()
+    shifted.add_object_patch("model_sampling", sampling)
+    with pytest.raises(ZStarError, match=r"content: inverted on a different noise schedule than this MODEL's "
+                       r"\(they first differ at σ\[1\] of 3: 0\.[0-9]+ in the inversion, 0\.[0-9]+ here; "
+                       r"this MODEL samples with shift 6\); invert with the same model and model-sampling settings"):
+        zstar_sample(patch_model(shifted, 1.2, 0.0, "auto", 0, 2), inv, inv, cond, cond, progress=False)
+
+
+def test_nan_guidance_is_named(flux_model):
+    """FluxGuidance passes NaN and inf through; the sampler and the inversion name them."""
+    cond = cond_for("flux")
+    inv = invert(flux_model, 2, cond, steps=2)
+    patched = patch_model(flux_model, 1.2, 0.0, "auto", 0, 2)
+    nan = models.flow_cond(1, guidance=float("nan"))
+    with pytest.raises(ZStarError, match=r"positive: the conditioning's guidance is nan \(not a finite number\); "
+                       "set FluxGuidance's guidance to a number such as 3.5"):
+        zstar_sample(patched, inv, inv, nan, cond, progress=False)
+    with pytest.raises(ZStarError, match="negative: the conditioning's guidance is nan"):
+        zstar_sample(patched, inv, inv, cond, nan, cfg=2.0, progress=False)
+    with pytest.raises(ZStarError, match="positive: the conditioning's guidance is inf"):
+        invert_latent(flux_model, models.flow_latent(2)["samples"], 2, models.flow_cond(1, guidance=float("inf")),
+                      progress=False, method="flow", guidance=None)
+
+
 @pytest.mark.parametrize("what", ["record", "style_map", "nulltext"])
 def test_unet_only_features_are_refused_by_name(flux_model, what):
     from comfyui_zstar.zstar_runtime.nulltext import nulltext_optimise
@@ -371,7 +466,7 @@ def test_patch_node_layer_string_and_positions_widget(flux_model):
     out = ZStarAttentionPatch.execute(flux_model, 1.2, 0.0, "auto", 2, STEPS).result[0]
     assert out.model_options["transformer_options"][CONFIG_KEY].positions == "shifted"
     assert ZStarAttentionPatch.validate_inputs(style_positions="sideways") == \
-        "style_positions: 'sideways' is not one of auto, as_recorded, shifted"
+        "style_positions: 'sideways' is not one of auto, as_recorded, shifted, reference_latent"
 
 
 def test_a_saved_flux_inversion_gives_the_identical_result(flux_model, tmp_path):

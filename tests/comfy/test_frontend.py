@@ -33,7 +33,8 @@ from harness import COMFYUI_PATH, REPO, SKIP_REASON
 if not COMFYUI_PATH:
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
-from zstar_server import PACK_NAME, image_roles, runner, small_prompt, text_encoder_swap  # noqa: E402
+from zstar_server import (FRONTEND_RUNS, PACK_NAME, frontend_small_prompt, image_roles, runner,  # noqa: E402
+                          text_encoder_swap)
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 WORKFLOWS = REPO / "example_workflows"
@@ -270,10 +271,7 @@ def test_workflow_opens_from_the_templates_menu_and_queues(page, comfy_server, t
     shot = b.screenshot(ARTIFACTS / f"frontend_{name}.png")
 
     # Made small in the page (3 steps, 64×64, the uploaded test images), queued from the frontend.
-    small = small_prompt(api, test_images["content"], test_images["styles"], prefix=f"tests/frontend_{name}")
-    for node in small.values():  # the API runs of test_workflows.py save under the workflow's own name
-        if node["class_type"] == "ZStarSaveStyle":
-            node["inputs"]["name"] = f"frontend_{name}"
+    small = frontend_small_prompt(api, test_images, name)
     for nid in text_encoder_swap(api):  # T5-XXL / CLIP-G cannot run here: CLIP-L alone in their place
         assert b.js(REPLACE_NODE % (json.dumps(int(nid)), json.dumps(small[nid]["class_type"]))) == str(nid)
     assert b.js(SET_WIDGETS % json.dumps(small)) > 0
@@ -292,6 +290,7 @@ def test_workflow_opens_from_the_templates_menu_and_queues(page, comfy_server, t
         raise AssertionError(f"the frontend's prompt never finished; server log:\n{comfy_server.log_tail()}")
     entry = runner.check_history("test server", comfy_server.client.history(new[0]))
     assert len(runner.output_images(entry)) == len(image_roles(small)[0])
+    FRONTEND_RUNS[name] = (small, entry)  # test_workflows.py checks this run's images (see zstar_server)
     time.sleep(0.5)
     after = b.js(STATE)
     assert not after["dialogs"] and not [t for t in after["toasts"] if "error" in t.lower()], after

@@ -288,10 +288,18 @@ def test_api_workflow_runs_and_saves_finite_images(comfy_server, test_images, ap
     assert runner.zstar_samplers(prompt), f"{api_path.name} has no Z* node taking a content and a style"
     n_contents = len(zstar_server.image_roles(prompt)[0])
     assert n_contents >= 1
-    result = comfy_server.run(prompt)
-    assert any(e == "execution_success" for e, _ in result.messages), result.messages
-    assert len(result.images) == n_contents, f"expected one image per content image, got {result.images}"
-    for img_info in result.images:
+    ran = zstar_server.FRONTEND_RUNS.get(api_path.stem)
+    if ran is not None and ran[0] == zstar_server.frontend_small_prompt(load(api_path), test_images, api_path.stem):
+        # test_frontend.py queued this very prompt (save names aside) from the page and the server ran
+        # it: check that run's outputs rather than run it again
+        messages, images = runner.status_messages(ran[1]), runner.output_images(ran[1])
+        print(f"\n{api_path.stem}: the run queued from the frontend (test_frontend.py)")
+    else:
+        result = comfy_server.run(prompt)
+        messages, images = result.messages, result.images
+    assert any(e == "execution_success" for e, _ in messages), messages
+    assert len(images) == n_contents, f"expected one image per content image, got {images}"
+    for img_info in images:
         img = comfy_server.image(img_info)
         assert img.format == "PNG" and img.size == (SIZE, SIZE)
         pixels = np.asarray(img.convert("RGB"), dtype=np.float64)

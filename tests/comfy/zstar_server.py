@@ -296,6 +296,22 @@ def small_prompt(prompt: dict, content: list[str], style, steps: int = STEPS, si
     return prompt
 
 
+def frontend_small_prompt(api: dict, test_images: dict, name: str) -> dict:
+    """The small prompt test_frontend.py queues from the page for the workflow `name`: the API
+    twin's small_prompt, saved under frontend_<name> (images and style bank entry)."""
+    small = small_prompt(api, test_images["content"], test_images["styles"], prefix=f"tests/frontend_{name}")
+    for node in small.values():
+        if node["class_type"] == "ZStarSaveStyle":
+            node["inputs"]["name"] = f"frontend_{name}"
+    return small
+
+
+# {workflow name: (prompt, /history entry)}: the small prompt the frontend test queued from the page
+# and the server ran (the page's graphToPrompt is asserted equal to it). test_workflows.py checks
+# that run's outputs instead of running the identical prompt a second time on the same server.
+FRONTEND_RUNS: dict[str, tuple[dict, dict]] = {}
+
+
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """The session's ComfyUI server (skips without COMFYUI_PATH)."""

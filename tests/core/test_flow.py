@@ -132,11 +132,35 @@ def test_calls_sigmas_and_trajectory_layout(order, bottom):
     assert down.evaluations == n + order - 1
 
 
-def test_first_step_from_zero_uses_the_exact_velocity():
+def test_first_step_from_zero_uses_the_exact_velocity_without_a_start_velocity():
     x0 = gaussian(3)[2]
     sig = torch.tensor([0.5, 0.0], dtype=torch.float64)
     inv = flow_invert(lambda x, s: pytest.fail("no call expected"), x0, sig, order=1)
     assert torch.equal(inv[0], x0 + 0.5 * -x0) and inv.evaluations == 0
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_start_velocity_is_the_first_steps_velocity(order):
+    """The caller's v(x0, σ = 0) (the model's, as FireFlow's reference asks it) replaces the exact
+    limit in the first step; every later velocity still comes from the denoiser, and it counts."""
+    denoiser, _, x0 = gaussian(4)
+    sig = shifted(4)
+    v0 = torch.randn(x0.shape, generator=torch.Generator().manual_seed(9), dtype=x0.dtype)
+    seen = []
+    inv = flow_invert(lambda x, s: denoiser(x, s, seen), x0, sig, order=order, start_velocity=v0)
+    up = sig.tolist()[::-1]
+    h = up[1] - up[0]
+    if order == 1:
+        assert torch.equal(inv[-2], x0 + h * v0)
+    else:  # the midpoint is reached with v0, the step taken with the midpoint's velocity
+        x_mid = x0 + (h / 2) * v0
+        v_mid = (x_mid - denoiser(x_mid, torch.full((x0.shape[0],), up[0] + h / 2, dtype=x0.dtype), [])) / (up[0] + h / 2)
+        assert torch.allclose(inv[-2], x0 + h * v_mid, rtol=0, atol=1e-12)
+    assert 0.0 not in seen and inv.evaluations == len(seen) + 1 == len(sig) - 1 + order - 1
+    exact_start = flow_invert(denoiser, x0, sig, order=order)
+    assert not torch.equal(inv[0], exact_start[0])
+    with pytest.raises(ZStarError, match=r"start_velocity: shape \(1, 1, 1, 1\) differs from the latent's"):
+        flow_invert(denoiser, x0, sig, order=order, start_velocity=v0[:1, :1, :1, :1])
 
 
 @pytest.mark.parametrize("order", [1, 2])

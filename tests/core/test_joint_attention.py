@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from zstar_attention import RowLayout, ZStarError, joint_zstar_attention, rope_rotation, rotate_keys
-from zstar_attention.joint_attention import reference_joint_attention
+from joint_reference import reference_joint_attention
 
 HEADS, D, N_TXT, N_IMG = 2, 8, 3, 12
 

@@ -76,3 +76,21 @@ def test_paper_preset_values():
     assert PAPER_PRESET["style_scale"] == PAPER_PRESET.style_scale == 1.2
     with pytest.raises(Exception):
         PAPER_PRESET.steps = 10  # frozen
+
+
+@pytest.mark.parametrize("spec, out_of_range, reworded", [
+    ("16", True, "layers: layer 16 is out of range (every model's layers)"),
+    ("3-1", False, "layers: range '3-1' is reversed; write '1-3' (every model's layers)"),
+    ("x", False, "layers: 'x' is not a layer number; use e.g. '10-15' or '10,12,14' (every model's layers)"),
+    ("", False, "layers: is empty; use e.g. '10-15' or '10,12,14' (every model's layers) or 'all'"),
+])
+def test_layer_string_errors_are_structured(spec, out_of_range, reworded):
+    """The nodes tell a range error from a syntax error and reword the allowed layers from the
+    error's fields, not by parsing its text."""
+    from zstar_attention.layers import LayerStringError
+
+    with pytest.raises(LayerStringError) as info:
+        parse_layers(spec, 16)
+    assert info.value.out_of_range is out_of_range
+    assert str(info.value) == reworded.replace("(every model's layers)", "(layers 0-15)")
+    assert info.value.with_allowed("(every model's layers)") == reworded

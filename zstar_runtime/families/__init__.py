@@ -56,18 +56,11 @@ class ModelInfo:
     type_name: str
     layer_keys: tuple  # this model's attention layers in the family's numbering
     default_layers: str  # what "auto" means for this model
+    shift: float | None = None  # the flow sampling's shift (ModelSamplingSD3/Flux set it), for messages
 
     @property
     def arch(self) -> str:
         return self.family.name
-
-    @property
-    def attn1_keys(self) -> tuple:  # the U-Nets' name for layer_keys
-        return self.layer_keys
-
-    @property
-    def paper_layers(self) -> str:
-        return self.default_layers
 
     def require(self, feature: str, what: str):
         """Stop with a clear error where a Z* feature does not exist for this family yet."""
@@ -84,6 +77,13 @@ def model_type_name(model) -> str:
     return name if prediction == "EPS" else f"{name} ({prediction.lower()})"
 
 
+def sampling_shift(model) -> float | None:
+    """The `shift` of a MODEL's flow sampling (ModelSamplingDiscreteFlow: the σ shift; ModelSamplingFlux:
+    its μ), or None where the model samples without one."""
+    shift = getattr(model.get_model_object("model_sampling"), "shift", None)
+    return float(shift) if isinstance(shift, (int, float)) and not isinstance(shift, bool) else None
+
+
 def describe(model) -> ModelInfo:
     """ModelInfo for a MODEL, or a ZStarError naming what the model is and what Z* takes."""
     type_name = model_type_name(model)
@@ -97,7 +97,7 @@ def describe(model) -> ModelInfo:
         if f.matches(model, keys):
             f.check_model(model)
             return ModelInfo(family=f, sigma_table=f.sigma_table(model), type_name=type_name,
-                             layer_keys=keys, default_layers=f.default_layers_for(keys))
+                             layer_keys=keys, default_layers=f.default_layers_for(keys), shift=sampling_shift(model))
     if network is None:
         inner = type(model.get_model_object("diffusion_model")).__name__
         raise ZStarError(f"model: {SUPPORTED}, Flux.1 and SD3/SD3.5 transformers; this MODEL is {type_name} ({inner})")

@@ -121,8 +121,8 @@ class FlowFamily(ModelFamily):
     def step(self, x, denoised, sigma, sigma_next):
         return flow_step(x, denoised, sigma, sigma_next)
 
-    def invert(self, denoiser, x0, sigmas, callback=None, order: int = 1):
-        return flow_invert(denoiser, x0, sigmas, order=order, callback=callback)
+    def invert(self, denoiser, x0, sigmas, callback=None, order: int = 1, start_velocity=None):
+        return flow_invert(denoiser, x0, sigmas, order=order, callback=callback, start_velocity=start_velocity)
 
     def clean_scale(self, sigma_min):
         """x_σ = (1−σ)·x₀ + σ·ε: at the schedule's last σ the clean latent is scaled by 1−σ (1 at σ = 0)."""
