@@ -1,4 +1,5 @@
-"""ComfyUI nodes for Z*: thin V3 wrappers over `zstar_attention`."""
+"""ComfyUI nodes for Z*: thin V3 nodes over `zstar_runtime`, which runs the plain-torch method of
+`zstar_attention` through ComfyUI. Inputs are checked in validation.py; NODES is the whole pack."""
 from comfy_api.latest import ComfyExtension, io
 
 from .flow_inversion import ZStarFlowInversion

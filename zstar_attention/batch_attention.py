@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from .attention import attention_over_rows, reweighted_attention, sdpa_attention, with_query_mask
-from .errors import ZStarError, check_strength
-from .rows import RowLayout, rows_per_chunk
+from .errors import ZStarError
+from .rows import RowLayout, check_stacked_call, contents_of_styles, styles_of_contents
 
 
 def _rows(t: torch.Tensor, n_chunks: int, rows: int) -> torch.Tensor:
@@ -34,14 +34,9 @@ def zstar_batch_attention(q, k, v, heads, layout: RowLayout, n_chunks: int, styl
     of that call; other callers pass a copy if they need k afterwards.
     """
     attention = attention or sdpa_attention
-    if isinstance(n_chunks, bool) or not isinstance(n_chunks, int) or n_chunks < 1:
-        raise ZStarError(f"Z* batch: n_chunks must be a positive integer (CFG chunks in the call), got {n_chunks!r}")
-    style_self_scale = check_strength(style_self_scale, "style_self_scale")
     total, n_tok, width = q.shape
-    rows_per_chunk(total, n_chunks, layout.rows)
-    nc, ns, groups = layout.n_content, layout.n_styles, layout.groups
-    if style_self_scale > 0 and groups != nc:
-        raise ZStarError("Z* batch: λ_style > 0 needs one set of style rows per content row (groups == n_content)")
+    style_self_scale = check_stacked_call(layout, total, n_chunks, style_self_scale)
+    nc, ns = layout.n_content, layout.n_styles
     q4, k4, v4 = (_rows(t, n_chunks, layout.rows) for t in (q, k, v))
     kv_width = k.shape[-1]
 
@@ -55,10 +50,7 @@ def zstar_batch_attention(q, k, v, heads, layout: RowLayout, n_chunks: int, styl
 
     # Content rows: style keys/values of their own group, per style, flattened over chunks.
     def per_content(t4, s):
-        styles = t4[:, nc:].view(n_chunks, groups, ns, n_tok, t4.shape[-1])[:, :, s]
-        if groups == 1:
-            styles = styles.expand(n_chunks, nc, n_tok, t4.shape[-1])
-        return styles.reshape(n_chunks * nc, n_tok, t4.shape[-1])
+        return styles_of_contents(t4, layout, s)
 
     q_content = q4[:, :nc].reshape(-1, n_tok, width)
     k_content = k4[:, :nc].reshape(-1, n_tok, kv_width)
@@ -75,10 +67,7 @@ def zstar_batch_attention(q, k, v, heads, layout: RowLayout, n_chunks: int, styl
     vs = v4[:, nc:].reshape(-1, n_tok, v.shape[-1])
     if style_self_scale > 0:
         # style row (g, s) looks at the content row of its group g
-        def own_content(t4):
-            c = t4[:, :nc].unsqueeze(2).expand(n_chunks, nc, ns, n_tok, t4.shape[-1])
-            return c.reshape(-1, n_tok, t4.shape[-1])
-        style_out = reweighted_attention(qs, ks, vs, own_content(k4), own_content(v4), heads,
+        style_out = reweighted_attention(qs, ks, vs, contents_of_styles(k4, layout), contents_of_styles(v4, layout), heads,
                                          style_scale=style_self_scale, attention=attention)
     else:
         style_out = attention(qs, ks, vs, heads)

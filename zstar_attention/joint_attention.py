@@ -23,14 +23,13 @@ before they join, i.e. their positions are moved by a fixed offset (see rope_rot
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
 
 from .attention import stack_scaled, with_query_mask
 from .errors import ZStarError, check_strength
-from .rows import RowLayout, rows_per_chunk
+from .rows import RowLayout, check_stacked_call, contents_of_styles, styles_of_contents
 
 __all__ = ["joint_zstar_attention", "rope_rotation", "rotate_keys"]
 
@@ -66,34 +65,23 @@ def rotate_keys(k: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 
 def joint_zstar_attention(q, k, v, attention: Callable, layout: RowLayout, n_chunks: int, n_txt: int,
                           style_scales: Sequence[float], style_self_scale: float = 0.0, query_mask=None,
-                          heads_first: bool = True, style_key_rotation: torch.Tensor | None = None,
-                          style_text: bool = False):
+                          heads_first: bool = True, style_key_rotation: torch.Tensor | None = None):
     """Z* for one joint-attention call holding every row of the call's CFG chunks.
 
     q, k, v: (n_chunks·rows, heads, L, d) if heads_first else (n_chunks·rows, L, heads·d), each
     row's tokens ordered [text (n_txt) ; image (L − n_txt)]. query_mask: optional
     (n_content, L − n_txt) bool over the content's image tokens (the region mask); False
     tokens get exactly their plain attention. Returns (n_chunks·rows, L, heads·d).
-    style_text: the style rows lend ALL their tokens, text included, instead of their image tokens.
-    Not the method (the pack always passes False); it exists for one invariant: with the style row
-    equal to the content row and λ = 1 every key is then doubled, so the result is the plain one
-    exactly, which checks the rows, chunks and replay end to end (image tokens alone double only
-    the image keys, see the README).
     """
-    if isinstance(n_chunks, bool) or not isinstance(n_chunks, int) or n_chunks < 1:
-        raise ZStarError(f"Z* batch: n_chunks must be a positive integer (CFG chunks in the call), got {n_chunks!r}")
-    style_self_scale = check_strength(style_self_scale, "style_self_scale")
-    scales = [check_strength(s, f"style_scales[{i}]") for i, s in enumerate(style_scales)]
     tok = 2 if heads_first else 1
     total, n_tok = q.shape[0], q.shape[tok]
-    rows_per_chunk(total, n_chunks, layout.rows)
+    style_self_scale = check_stacked_call(layout, total, n_chunks, style_self_scale)
+    scales = [check_strength(s, f"style_scales[{i}]") for i, s in enumerate(style_scales)]
     if not 0 <= n_txt < n_tok:
         raise ZStarError(f"Z* joint attention: {n_txt} text tokens in a sequence of {n_tok}")
-    nc, ns, groups = layout.n_content, layout.n_styles, layout.groups
+    nc, ns = layout.n_content, layout.n_styles
     if len(scales) != ns:
         raise ZStarError(f"Z* joint attention: {len(scales)} style scales for {ns} styles")
-    if style_self_scale > 0 and groups != nc:
-        raise ZStarError("Z* batch: λ_style > 0 needs one set of style rows per content row (groups == n_content)")
     n_img = n_tok - n_txt
 
     def rows(t):  # (n_chunks, rows, …)
@@ -108,10 +96,7 @@ def joint_zstar_attention(q, k, v, attention: Callable, layout: RowLayout, n_chu
     q4, k4, v4 = rows(q), rows(k), rows(v)
 
     def style_of_content(t4, s):  # (n_chunks·nc, …) the image tokens of content row i's style s
-        styles = t4[:, nc:].reshape(n_chunks, groups, ns, *t4.shape[2:])[:, :, s]
-        if groups == 1:
-            styles = styles.expand(n_chunks, nc, *styles.shape[2:])
-        return tokens(flat(styles), 0 if style_text else n_txt)
+        return tokens(styles_of_contents(t4, layout, s), n_txt)
 
     qc, kc, vc = (flat(t4[:, :nc]) for t4 in (q4, k4, v4))
 
@@ -138,8 +123,7 @@ def joint_zstar_attention(q, k, v, attention: Callable, layout: RowLayout, n_chu
     qs, ks_, vs = (flat(t4[:, nc:]) for t4 in (q4, k4, v4))
     if style_self_scale > 0:  # style row (g, s) also reads its content row g's image tokens, scaled by λ_style
         def own_content(t):
-            c = t[:, :nc].unsqueeze(2).expand(n_chunks, nc, ns, *t.shape[2:])
-            return tokens(flat(c.reshape(n_chunks, nc * ns, *t.shape[2:])), 0 if style_text else n_txt)
+            return tokens(contents_of_styles(t, layout), n_txt)
         style_img = attention(tokens(qs, n_txt), stack_scaled(tok, [(own_content(k4), style_self_scale)], ks_),
                               stack_scaled(tok, [(own_content(v4), 1.0)], vs))
         out[:, nc:, n_txt:] = style_img.reshape(n_chunks, layout.n_style_rows, n_img, -1)

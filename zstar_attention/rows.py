@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import ZStarError
+from .errors import ZStarError, check_strength
 
 
 @dataclass(frozen=True)
@@ -121,3 +121,33 @@ def rows_per_chunk(total: int, n_chunks: int, expected: int | None = None) -> in
                          "the batch was split in a way Z* does not support (area or multi-part conditioning?). "
                          "Give the Z* nodes plain conditionings (one CLIP Text Encode each)")
     return total // n_chunks
+
+
+def check_stacked_call(layout: RowLayout, total: int, n_chunks, style_self_scale) -> float:
+    """What every Z* attention over stacked rows checks first: whole CFG chunks of the layout's
+    rows in the call, and λ_style only where each content row has its own style rows.
+    Returns λ_style as a float."""
+    if isinstance(n_chunks, bool) or not isinstance(n_chunks, int) or n_chunks < 1:
+        raise ZStarError(f"Z* batch: n_chunks must be a positive integer (CFG chunks in the call), got {n_chunks!r}")
+    style_self_scale = check_strength(style_self_scale, "style_self_scale")
+    rows_per_chunk(total, n_chunks, layout.rows)
+    if style_self_scale > 0 and layout.groups != layout.n_content:
+        raise ZStarError("Z* batch: λ_style > 0 needs one set of style rows per content row (groups == n_content)")
+    return style_self_scale
+
+
+def styles_of_contents(t4, layout: RowLayout, s: int):
+    """(n_chunks, rows, …) → (n_chunks·n_content, …): for each content row, style s of its group."""
+    n_chunks, nc = t4.shape[0], layout.n_content
+    styles = t4[:, nc:].reshape(n_chunks, layout.groups, layout.n_styles, *t4.shape[2:])[:, :, s]
+    if layout.groups == 1:
+        styles = styles.expand(n_chunks, nc, *styles.shape[2:])
+    return styles.reshape(n_chunks * nc, *styles.shape[2:])
+
+
+def contents_of_styles(t4, layout: RowLayout):
+    """(n_chunks, rows, …) → (n_chunks·n_style_rows, …): for each style row, its group's content
+    row (λ_style; groups == n_content)."""
+    n_chunks, nc = t4.shape[0], layout.n_content
+    own = t4[:, :nc].unsqueeze(2).expand(n_chunks, nc, layout.n_styles, *t4.shape[2:])
+    return own.reshape(n_chunks * nc * layout.n_styles, *t4.shape[2:])

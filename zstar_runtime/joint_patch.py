@@ -87,8 +87,7 @@ class JointOverride:
 
         return joint_zstar_attention(q, k, v, attention, run.layout, self.n_chunks, n_tok - n_img, run.style_scales,
                                      run.style_self_scale, query_mask=query_mask_for(run, grid),
-                                     heads_first=heads_first, style_key_rotation=self.block.positions(run),
-                                     style_text=self.block.config.style_text)
+                                     heads_first=heads_first, style_key_rotation=self.block.positions(run))
 
     def _host(self, func, *args, **kwargs):
         if self.previous is not None:  # another node's override stays in charge of the backend

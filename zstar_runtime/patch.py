@@ -34,7 +34,6 @@ class ZStarConfig:
     end_step: int
     arch: str
     positions: str = "as_recorded"  # rotary positions of the style keys (Flux): see POSITIONS
-    style_text: bool = False  # transformers: the style lends its text keys too (an invariant's switch, not the method)
 
 
 class ZStarHook:

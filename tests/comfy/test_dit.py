@@ -8,7 +8,7 @@ it should; interrupts leave nothing; bad input gets named errors.
 """
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import types
 
 import pytest
@@ -40,7 +40,7 @@ from comfyui_zstar.zstar_runtime.families import FLUX, SD3, describe  # noqa: E4
 from comfyui_zstar.zstar_runtime.families.flux import flux_keys  # noqa: E402
 from comfyui_zstar.zstar_runtime.families.sd3 import sd3_keys  # noqa: E402
 from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
-from comfyui_zstar.zstar_runtime.patch import CONFIG_KEY, install_patch, patch_model  # noqa: E402
+from comfyui_zstar.zstar_runtime.patch import CONFIG_KEY, patch_model  # noqa: E402
 from comfyui_zstar.zstar_runtime.sampler import zstar_sample  # noqa: E402
 
 STEPS = 8
@@ -71,12 +71,21 @@ def invert(model, seed, cond, steps=STEPS, solver="euler", batch=1):
                          method="flow", solver=solver, guidance=1.0)[0]
 
 
-def with_style_text(model, patched):
-    """The patch with the style lending all its tokens (the identity invariant's switch)."""
-    config = dataclasses.replace(patched.model_options["transformer_options"][CONFIG_KEY], style_text=True)
-    out = install_patch(model, config)
-    out.model_options["transformer_options"][CONFIG_KEY] = config
-    return out
+@contextlib.contextmanager
+def style_lends_all_tokens():
+    """The identity invariant's switch, in the test only: the Z* block's joint attention runs with
+    every token counted as an image token (n_txt = 0), so the style row lends its text keys too.
+    With the style row equal to the content row and λ = 1 every key is then doubled beside its
+    own value, and attention is the plain one exactly."""
+    from comfyui_zstar.zstar_attention import joint_zstar_attention
+    from comfyui_zstar.zstar_runtime import joint_patch
+
+    def all_tokens(q, k, v, attention, layout, n_chunks, n_txt, *args, **kwargs):
+        return joint_zstar_attention(q, k, v, attention, layout, n_chunks, 0, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(joint_patch, "joint_zstar_attention", all_tokens)
+        yield
 
 
 def plain_reconstruction(model, inv, cond, order=1, cfg=1.0, negative=None):
@@ -169,8 +178,9 @@ def test_alongside_self_style_reproduces_plain_reconstruction(family_model, solv
     name, model = family_model
     cond = models.flow_cond(1, guidance=1.0 if name == "flux" else None)
     content = invert(model, 2, cond, solver=solver)
-    patched = with_style_text(model, patch_model(model, 1.0, 0.0, "0-2", 0, STEPS, positions="as_recorded"))
-    out, _ = zstar_sample(patched, content, content, cond, cond, anchor=0.0, style_mode="alongside", progress=False)
+    patched = patch_model(model, 1.0, 0.0, "0-2", 0, STEPS, positions="as_recorded")
+    with style_lends_all_tokens():
+        out, _ = zstar_sample(patched, content, content, cond, cond, anchor=0.0, style_mode="alongside", progress=False)
     plain = plain_reconstruction(model, content, cond)
     err = rel(out, plain)
     print(f"\n{name} {solver}: alongside identity vs plain flow reconstruction rel {err:.2e}")

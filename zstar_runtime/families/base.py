@@ -1,8 +1,9 @@
 """What a model family adapter must provide. One module per family; everything else asks it.
 
-Adding a family (Flux, SD3.5, …) means one new module with a ModelFamily subclass or
-instance registered in families/__init__.py, and its tests; the patch, the sampler, the
-inversion, the style bank and the node validation read everything family-specific from here.
+A family is a ModelFamily instance in its own module (sd.py, sdxl.py: U-Nets over unet.py;
+flux.py, sd3.py: rectified-flow transformers over dit.py) registered in families/__init__.py.
+The patch, the sampler, the inversion, the style bank and the node validation read everything
+family-specific from it.
 """
 from __future__ import annotations
 
