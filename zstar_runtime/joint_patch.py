@@ -11,7 +11,7 @@ attention calls with the host's own backend. No class is swapped, nothing global
 from __future__ import annotations
 
 from ..zstar_attention import ZStarError, joint_zstar_attention, rope_rotation
-from .patch import RUN_KEY, ZStarHook, query_mask_for
+from .hooks import RUN_KEY, ZStarHook, query_mask_for
 
 OVERRIDE_KEY = "optimized_attention_override"
 CALL_ORDER = ("joint", "image")  # SD3.5 MMDiT-X: the joint attention runs first, then the image-only one
@@ -23,8 +23,8 @@ class ZStarBlock(ZStarHook):
     rope: (axes_dim, theta) of a model with rotary positions (Flux), else None.
     """
 
-    def __init__(self, config, calls: dict, rope=None):
-        super().__init__(config)
+    def __init__(self, config, family, calls: dict, rope=None):
+        super().__init__(config, family)
         self.calls = dict(calls)
         self.rope = rope
 

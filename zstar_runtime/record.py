@@ -12,7 +12,8 @@ from ..zstar_attention import PAPER_PRESET, RowLayout, ZStarError, ZStarRun, row
 from ..zstar_attention.style_types import Inversion, StyleRecord
 from . import checks, host
 from .families import describe, resolve_layers
-from .patch import RUN_KEY, ZStarConfig, install_patch
+from .hooks import RUN_KEY, ZStarConfig
+from .patch import install_patch
 
 
 def record_style(model, style: Inversion, positive, negative, cfg=1.0, layers="auto",

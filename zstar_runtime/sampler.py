@@ -11,7 +11,8 @@ from ..zstar_attention import PAPER_PRESET, RowLayout, ZStarError, ZStarRun, ste
 from ..zstar_attention.style_types import Inversion, StyleEntry, StyleRecord, check_same_schedule
 from . import checks, host
 from .families import describe
-from .patch import RUN_KEY, zstar_config
+from .hooks import RUN_KEY
+from .patch import zstar_config
 from .wrappers import NullTextState, RecordsOnDevice, apply_model_wrapper, install_nulltext
 
 

@@ -20,7 +20,8 @@ from ..zstar_attention import PAPER_PRESET, SharedRunState, ZStarError, parse_la
 from ..zstar_attention.grid import token_grid
 from ..zstar_attention.style_share import style_share
 from .families import describe
-from .patch import RUN_KEY, query_mask_for, zstar_config
+from .hooks import RUN_KEY, query_mask_for
+from .patch import zstar_config
 from .sampler import zstar_sample
 
 

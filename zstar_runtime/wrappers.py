@@ -24,7 +24,7 @@ import comfy.patcher_extension
 from ..zstar_attention import SharedRunState, ZStarError, ZStarRun, rows_per_chunk
 from ..zstar_attention.style_types import StyleRecord
 from . import host
-from .patch import RUN_KEY
+from .hooks import RUN_KEY
 
 NULLTEXT_KEY = "zstar_nulltext"
 COND_CACHE_KEY = "zstar_nulltext_cond_cache"

@@ -32,7 +32,9 @@ from zstar_fixtures import _inference_mode, empty, inv, invert, model, unpatched
 harness.load_pack()
 from comfyui_zstar.zstar_runtime.nulltext import GradSafeTensors, nulltext_optimise  # noqa: E402
 from comfyui_zstar.zstar_runtime.wrappers import NullTextState, nulltext_wrapper  # noqa: E402
-from comfyui_zstar.zstar_runtime.patch import RUN_KEY, ZStarAttn1, ZStarConfig, patch_model  # noqa: E402
+from comfyui_zstar.zstar_runtime.families import family  # noqa: E402
+from comfyui_zstar.zstar_runtime.hooks import RUN_KEY, ZStarAttn1, ZStarConfig  # noqa: E402
+from comfyui_zstar.zstar_runtime.patch import patch_model  # noqa: E402
 from comfyui_zstar.zstar_attention import recorded_style_attention  # noqa: E402
 from comfyui_zstar.zstar_runtime.record import record_style  # noqa: E402
 from comfyui_zstar.zstar_runtime.wrappers import RecordsOnDevice, apply_model_wrapper  # noqa: E402
@@ -214,7 +216,7 @@ def test_every_row_split_raises_the_packs_error():
     with pytest.raises(ZStarError, match=fragment):
         recorded_style_attention(q, q, q, 2, 1, [[(q[:1], q[:1]), (q[:1], q[:1])]], (1.2,))
     run.reweight = True
-    patch = ZStarAttn1(ZStarConfig(1.2, 0.0, (13,), (("output", 9, 0),), 0, 6, "sd15"))
+    patch = ZStarAttn1(ZStarConfig(1.2, 0.0, (13,), (("output", 9, 0),), 0, 6, "sd15"), family("sd15"))
     with pytest.raises(ZStarError, match=fragment):
         patch(q, q, q, {"n_heads": 2, "zstar_run": run, "cond_or_uncond": [0, 1], "block": ("output", 9),
                         "block_index": 0, "attn_precision": None, "activations_shape": [3, 8, 4, 4]})

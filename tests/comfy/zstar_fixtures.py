@@ -16,9 +16,9 @@ import models
 harness.load_pack()
 from comfyui_zstar.zstar_runtime import host  # noqa: E402
 from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
-from comfyui_zstar.zstar_runtime.families import FLUX  # noqa: E402
+from comfyui_zstar.zstar_runtime.families import FLUX, family  # noqa: E402
 from comfyui_zstar.zstar_runtime.joint_patch import ZStarBlock  # noqa: E402
-from comfyui_zstar.zstar_runtime.patch import CONFIG_KEY, ZStarAttn1  # noqa: E402
+from comfyui_zstar.zstar_runtime.hooks import CONFIG_KEY, ZStarAttn1  # noqa: E402
 
 
 class HostAttention(ZStarAttn1):
@@ -35,7 +35,7 @@ def unpatched_twin(model, patched):
     config = patched.model_options["transformer_options"][CONFIG_KEY]
     twin = model.clone()
     for block, block_id, index in config.keys:
-        twin.set_model_attn1_replace(HostAttention(config), block, block_id, index)
+        twin.set_model_attn1_replace(HostAttention(config, family(config.arch)), block, block_id, index)
     twin.model_options["transformer_options"][CONFIG_KEY] = config
     return twin
 
@@ -52,7 +52,7 @@ def unpatched_flow_twin(model, patched):
     config = patched.model_options["transformer_options"][CONFIG_KEY]
     twin = model.clone()
     for (kind, index), calls in FLUX.blocks_of(config.keys).items():
-        twin.set_model_patch_replace(HostBlock(config, calls), "dit", kind, index)
+        twin.set_model_patch_replace(HostBlock(config, FLUX, calls), "dit", kind, index)
     twin.model_options["transformer_options"][CONFIG_KEY] = config
     return twin
 

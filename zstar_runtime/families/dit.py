@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ...zstar_attention import ZStarError, flow_invert, flow_step
+from ..joint_patch import ZStarBlock
 from .base import ModelFamily
 from .unet import sampling_name
 
@@ -69,15 +70,11 @@ class FlowFamily(ModelFamily):
         return blocks
 
     def install(self, patched, config, keys):
-        from ..joint_patch import ZStarBlock
-
         rope = self.rope_of(patched) if self.has_rope else None
         for (kind, index), calls in self.blocks_of(keys).items():
-            patched.set_model_patch_replace(ZStarBlock(config, calls, rope), "dit", kind, index)
+            patched.set_model_patch_replace(ZStarBlock(config, self, calls, rope), "dit", kind, index)
 
     def installed(self, model):
-        from ..joint_patch import ZStarBlock
-
         dit = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
         found = {}
         for (kind, index), hook in dit.items():

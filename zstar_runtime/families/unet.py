@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 
 from ...zstar_attention import ZStarError, ddim_invert, ddim_step, ddim_timesteps, sigmas_from_table, vp_scale
+from ..hooks import ZStarAttn1
 from .base import ModelFamily
 
 SUPPORTED = "Z* supports SD1.5, SD2.x and SDXL U-Net models"
@@ -66,9 +67,7 @@ class UNetFamily(ModelFamily):
                              f"this MODEL ({type_name}) samples with {sampling_name(sampling)}")
 
     def install(self, patched, config, keys):
-        from ..patch import ZStarAttn1
-
-        hook = ZStarAttn1(config)
+        hook = ZStarAttn1(config, self)
         for block, block_id, index in keys:
             patched.set_model_attn1_replace(hook, block, block_id, index)
 
