@@ -347,14 +347,14 @@ def zstar_core(g: Graph, ckpt: Node, empty: Node, content_pixels: Out, style_pix
     return sample_and_save(g, ckpt, inv_c, inv_s.out("inversion"), positive, negative)
 
 
-def attention_patch(g: Graph, ckpt: Node) -> Node:
-    """Z* Attention Patch on the checkpoint's MODEL, paper preset."""
-    return g.add("ZStarAttentionPatch", 3, 0.0, title="Z* Attention Patch", model=ckpt.out("MODEL"),
+def attention_patch(g: Graph, model: Out) -> Node:
+    """Z* Attention Patch on a MODEL, paper preset."""
+    return g.add("ZStarAttentionPatch", 3, 0.0, title="Z* Attention Patch", model=model,
                  **{k: PAPER[k] for k in ("style_strength", "style_self_strength", "layers", "start_step", "end_step",
                                           "style_positions")})
 
 
-def sampler_decode_save(g: Graph, ckpt: Node, patch: Node, content: Node, style: Out, positive: Out, negative: Out,
+def sampler_decode_save(g: Graph, vae: Out, patch: Node, content: Node, style: Out, positive: Out, negative: Out,
                         at: tuple, decode_at: tuple, save_at: tuple, suffix: str = "", node_type: str = "ZStarSampler",
                         title: str = "Z* Sampler", **extra) -> Node:
     """A Z* sampler (or style map) on the patched model, paper preset → VAE Decode → Save Image;
@@ -362,8 +362,7 @@ def sampler_decode_save(g: Graph, ckpt: Node, patch: Node, content: Node, style:
     sampler = g.add(node_type, *at, title=title + suffix, model=patch.out("MODEL"), content=content.out("inversion"),
                     style=style, positive=positive, negative=negative,
                     **{k: PAPER[k] for k in ("cfg", "content_anchor", "style_mode")}, **extra)
-    decode = g.add("VAEDecode", *decode_at, title="VAE Decode" + suffix, samples=sampler.out("stylized"),
-                   vae=ckpt.out("VAE"))
+    decode = g.add("VAEDecode", *decode_at, title="VAE Decode" + suffix, samples=sampler.out("stylized"), vae=vae)
     g.add("SaveImage", *save_at, title="Save Image" + suffix, images=decode.out("IMAGE"), filename_prefix="zstar/zstar")
     return sampler
 
@@ -371,7 +370,7 @@ def sampler_decode_save(g: Graph, ckpt: Node, patch: Node, content: Node, style:
 def sample_and_save(g: Graph, ckpt: Node, content: Node, style: Out, positive: Out, negative: Out, col: float = 4,
                     **kwargs) -> Node:
     """Patch → sampler (or style map) in column `col` → decode → save."""
-    return sampler_decode_save(g, ckpt, attention_patch(g, ckpt), content, style, positive, negative,
+    return sampler_decode_save(g, ckpt.out("VAE"), attention_patch(g, ckpt.out("MODEL")), content, style, positive, negative,
                                at=(col, 1.4), decode_at=(col + 1, 0.0), save_at=(col + 1, 0.8), **kwargs)
 
 
@@ -424,7 +423,7 @@ def batch() -> Graph:
         "next run too). Each content keeps its own size. Add more by copying a content row "
         "(Load Image → Scale → VAE Encode → Z* DDIM Inversion → Z* Sampler → VAE Decode → Save).\n\n"
         "For folders of images, use `scripts/zstar_batch.py` (every content × every style)."))
-    patch = attention_patch(g, ckpt)
+    patch = attention_patch(g, ckpt.out("MODEL"))
     style = g.add("LoadImage", 0, 9.2, title="Style image", image=EXAMPLE_IMAGE)
     inv_s = encode_invert(g, ckpt, empty, scale(g, style.out("IMAGE"), 1, 9.2, "Scale style").out("IMAGE"), 9.2, "style")
     for i in range(1, 4):
@@ -432,7 +431,7 @@ def batch() -> Graph:
         content = g.add("LoadImage", 0, row, title=f"Content image {i}", image=EXAMPLE_IMAGE)
         sc = scale(g, content.out("IMAGE"), 1, row, f"Scale content {i}")
         inv_c = encode_invert(g, ckpt, empty, sc.out("IMAGE"), row, f"content {i}")
-        sampler_decode_save(g, ckpt, patch, inv_c, inv_s.out("inversion"), empty.out("CONDITIONING"),
+        sampler_decode_save(g, ckpt.out("VAE"), patch, inv_c, inv_s.out("inversion"), empty.out("CONDITIONING"),
                             empty.out("CONDITIONING"), at=(4, row), decode_at=(5, row), save_at=(6, row), suffix=f" {i}")
     return g
 
@@ -443,6 +442,13 @@ def encode_invert(g: Graph, ckpt: Node, empty: Node, pixels: Out, row: float, wh
     enc = g.add("VAEEncode", 2, row, title=f"VAE Encode ({what})", pixels=pixels, vae=ckpt.out("VAE"))
     return g.add("ZStarDDIMInversion", 3, row, title=f"Z* DDIM Inversion ({what})", model=ckpt.out("MODEL"),
                  latent=enc.out("LATENT"), conditioning=empty.out("CONDITIONING"), steps=PAPER["steps"])
+
+
+def inverted_pair(g: Graph, ckpt: Node, empty: Node) -> tuple[Node, Node]:
+    """Content and style images, each scaled, encoded and DDIM-inverted (one row each)."""
+    sc, ss = content_and_style(g)
+    return (encode_invert(g, ckpt, empty, sc.out("IMAGE"), 2.3, "content"),
+            encode_invert(g, ckpt, empty, ss.out("IMAGE"), 4.6, "style"))
 
 
 def sample_empty_prompt(g: Graph, ckpt: Node, empty: Node, content: Node, style: Out, **kwargs) -> Node:
@@ -484,9 +490,7 @@ def regions() -> Graph:
         "Here the mask is built (left half). **To paint one**: right-click the content image → "
         "*Open in MaskEditor*, paint the region, and connect that Load Image's MASK to the sampler's "
         "mask instead. Use a mask of the content image's size (aspect ratio)."))
-    sc, ss = content_and_style(g)
-    inv_c = encode_invert(g, ckpt, empty, sc.out("IMAGE"), 2.3, "content")
-    inv_s = encode_invert(g, ckpt, empty, ss.out("IMAGE"), 4.6, "style")
+    inv_c, inv_s = inverted_pair(g, ckpt, empty)
     blank = g.add("SolidMask", 3, 6.9, title="Mask: nothing", value=0.0, width=512, height=512)
     left = g.add("SolidMask", 3, 7.7, title="Mask: left half", value=1.0, width=256, height=512)
     region = g.add("MaskComposite", 4, 6.9, title="Style region (left half)", destination=blank.out("MASK"),
@@ -512,9 +516,7 @@ def fast_mode() -> Graph:
         "exact with the patch's `style_self_strength` at 0; at the paper's 1.5 the official style branch "
         "also looks at the content, which a record cannot (a small difference). A record may come from a "
         "style image of any size."))
-    sc, ss = content_and_style(g)
-    inv_c = encode_invert(g, ckpt, empty, sc.out("IMAGE"), 2.3, "content")
-    inv_s = encode_invert(g, ckpt, empty, ss.out("IMAGE"), 4.6, "style")
+    inv_c, inv_s = inverted_pair(g, ckpt, empty)
     sample_empty_prompt(g, ckpt, empty, inv_c, style_record(g, ckpt, empty, inv_s).out("style_record"))
     return g
 
@@ -531,9 +533,7 @@ def style_bank() -> Graph:
         "`models/zstar_styles` are listed too) and connect its `inversion` (paper path, same image size "
         "and steps) or `record` (fast mode) to the sampler.\n\n"
         "Saving over an existing name stops with an error; set `if_exists` to overwrite to replace it."))
-    sc, ss = content_and_style(g)
-    inv_c = encode_invert(g, ckpt, empty, sc.out("IMAGE"), 2.3, "content")
-    inv_s = encode_invert(g, ckpt, empty, ss.out("IMAGE"), 4.6, "style")
+    inv_c, inv_s = inverted_pair(g, ckpt, empty)
     record = style_record(g, ckpt, empty, inv_s)
     save = g.add("ZStarSaveStyle", 4, 6.2, title="Z* Save Style", inversion=inv_s.out("inversion"),
                  record=record.out("style_record"), name="my_style", if_exists="stop")
@@ -552,9 +552,7 @@ def style_map() -> Graph:
         "Raise `style_strength` (λ) on the patch and watch the bright regions grow. `layers` 'all' = every "
         "patched layer, or e.g. '13-15' for the finest ones; `start_step`/`end_step` pick the steps to "
         "average. With a region mask the map is 0 outside it."))
-    sc, ss = content_and_style(g)
-    inv_c = encode_invert(g, ckpt, empty, sc.out("IMAGE"), 2.3, "content")
-    inv_s = encode_invert(g, ckpt, empty, ss.out("IMAGE"), 4.6, "style")
+    inv_c, inv_s = inverted_pair(g, ckpt, empty)
     smap = sample_empty_prompt(g, ckpt, empty, inv_c, inv_s.out("inversion"), node_type="ZStarStyleMap",
                            title="Z* Style Map", layers="all", start_step=0, end_step=1000)
     g.add("PreviewImage", 6, 3.2, title="Style map", images=smap.out("style_map"))
@@ -570,15 +568,8 @@ def flow_core(g: Graph, model: Out, vae: Out, empty: Node, positive: Out):
         invs.append(g.add("ZStarFlowInversion", 3, row, title=f"Z* Flow Inversion ({what})", model=model,
                           latent=enc.out("LATENT"), conditioning=empty.out("CONDITIONING"),
                           **{k: PAPER[k] for k in ("steps", "solver", "guidance")}))
-    patch = g.add("ZStarAttentionPatch", 3, 0.0, title="Z* Attention Patch", model=model,
-                  **{k: PAPER[k] for k in ("style_strength", "style_self_strength", "layers", "start_step", "end_step",
-                                           "style_positions")})
-    sampler = g.add("ZStarSampler", 4, 1.4, title="Z* Sampler", model=patch.out("MODEL"), content=invs[0].out("inversion"),
-                    style=invs[1].out("inversion"), positive=positive, negative=empty.out("CONDITIONING"),
-                    **{k: PAPER[k] for k in ("cfg", "content_anchor", "style_mode")})
-    decode = g.add("VAEDecode", 5, 0.0, title="VAE Decode", samples=sampler.out("stylized"), vae=vae)
-    g.add("SaveImage", 5, 0.8, title="Save Image", images=decode.out("IMAGE"), filename_prefix="zstar/zstar")
-    return sampler
+    return sampler_decode_save(g, vae, attention_patch(g, model), invs[0], invs[1].out("inversion"), positive,
+                               empty.out("CONDITIONING"), at=(4, 1.4), decode_at=(5, 0.0), save_at=(5, 0.8))
 
 
 def flux() -> Graph:
