@@ -45,8 +45,7 @@ def check_method(info, method: str):
 def with_guidance(model, info, positive, guidance):
     """Flux.1-dev's guidance embedding for the inversion (FluxGuidance's key); (conditioning, value used).
     Models without the embedding (schnell, SD3.5) ignore it, and None is stored."""
-    net = model.get_model_object("diffusion_model")
-    if guidance is None or not getattr(getattr(net, "params", None), "guidance_embed", False):
+    if guidance is None or not info.family.takes_guidance(model):
         return positive, None
     return node_helpers.conditioning_set_values(positive, {"guidance": float(guidance)}), float(guidance)
 

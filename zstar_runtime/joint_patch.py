@@ -14,7 +14,6 @@ from ..zstar_attention import ZStarError, joint_zstar_attention, rope_rotation
 from .hooks import RUN_KEY, ZStarHook, query_mask_for
 
 OVERRIDE_KEY = "optimized_attention_override"
-CALL_ORDER = ("joint", "image")  # SD3.5 MMDiT-X: the joint attention runs first, then the image-only one
 
 
 class ZStarBlock(ZStarHook):
@@ -57,7 +56,8 @@ class ZStarBlock(ZStarHook):
 
 
 class JointOverride:
-    """The attention override for one block call: its n-th attention call is layer calls[CALL_ORDER[n]]."""
+    """The attention override for one block call: its n-th attention call is layer
+    calls[family.call_order[n]]."""
 
     def __init__(self, block: ZStarBlock, run, previous, n_chunks: int):
         self.block, self.run, self.previous, self.n_chunks = block, run, previous, n_chunks
@@ -65,7 +65,8 @@ class JointOverride:
 
     def __call__(self, func, *args, **kwargs):
         n, self.count = self.count, self.count + 1
-        attention_kind = CALL_ORDER[n] if n < len(CALL_ORDER) else None
+        order = self.block.family.call_order
+        attention_kind = order[n] if n < len(order) else None
         if attention_kind not in self.block.calls:
             return self._host(func, *args, **kwargs)
         q, k, v = args[:3]

@@ -18,7 +18,6 @@ from .base import ModelFamily
 from .unet import sampling_name
 
 DIT_SUPPORTED = "Z* supports Flux.1 (dev, schnell) and SD3/SD3.5 transformers"
-PATCH = 2  # both families cut the latent into 2×2 patches, one image token each
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,10 @@ class FlowFamily(ModelFamily):
 
     config_names: tuple = ()
     has_rope: bool = False
+    patch_size: int = 2  # latent pixels per image token along each side (Flux.1, SD3.5: 2×2 patches)
+    # the order of a block's attention calls, by layer-key kind (SD3.5's MMDiT-X blocks: the joint
+    # attention first, then the image-only one; Flux's blocks make one call)
+    call_order: tuple = ("joint", "image")
     inversion: str = "flow"
     features: frozenset = frozenset()  # fast mode, null-text and the style map are U-Net only for now
 
@@ -54,10 +57,11 @@ class FlowFamily(ModelFamily):
 
     def check_model(self, model):
         """Raise ZStarError for a model of this family that Z* cannot patch as it is."""
-        size = getattr(model.get_model_object("diffusion_model"), "patch_size", PATCH)
+        size = getattr(model.get_model_object("diffusion_model"), "patch_size", self.patch_size)
         sizes = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-        if sizes != (PATCH, PATCH):
-            raise ZStarError(f"model: this {self.label} model uses {size} patches; Z* knows the 2×2 patches of the released models")
+        if sizes != (self.patch_size, self.patch_size):
+            raise ZStarError(f"model: this {self.label} model uses {size} patches; Z* knows the "
+                             f"{self.patch_size}×{self.patch_size} patches of the released models")
 
     # -- the hook: one block replacement per block that holds a chosen layer
 
@@ -96,9 +100,13 @@ class FlowFamily(ModelFamily):
         return name if attention == "joint" else f"{name} image attention"
 
     def rope_of(self, model):
-        """(axes_dim, theta) of the model's rotary embedding."""
-        params = model.get_model_object("diffusion_model").params
-        return tuple(params.axes_dim), float(params.theta)
+        """(axes_dim, theta) of the model's rotary embedding (families with has_rope provide it)."""
+        raise NotImplementedError
+
+    def takes_guidance(self, model) -> bool:
+        """Whether the model embeds a guidance value (Flux.1-dev's FluxGuidance), which the flow
+        inversion then sets (Z* Flow Inversion's `guidance`); real-CFG models do not."""
+        return False
 
     # -- noise parameterisation: the flow ODE on the model's own σ
 
@@ -126,6 +134,7 @@ class FlowFamily(ModelFamily):
         return 1.0 - float(sigma_min)
 
     def token_grid(self, latent_shape) -> tuple:
-        """(h, w) of the image tokens for a latent (C, H, W): 2×2 patches, padded up."""
+        """(h, w) of the image tokens for a latent (C, H, W): patch_size × patch_size patches, padded up."""
         _, h, w = latent_shape
-        return (h + PATCH - 1) // PATCH, (w + PATCH - 1) // PATCH
+        p = self.patch_size
+        return (h + p - 1) // p, (w + p - 1) // p

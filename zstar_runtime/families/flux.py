@@ -28,6 +28,13 @@ class _Flux(FlowFamily):
             return None
         return flux_keys(len(net.double_blocks), len(net.single_blocks))
 
+    def rope_of(self, model):
+        params = model.get_model_object("diffusion_model").params
+        return tuple(params.axes_dim), float(params.theta)
+
+    def takes_guidance(self, model) -> bool:
+        return bool(getattr(model.get_model_object("diffusion_model").params, "guidance_embed", False))
+
     def default_layers_for(self, keys):
         double = sum(1 for k in keys if k[0] == "double_block")
         single = len(keys) - double
