@@ -34,7 +34,7 @@ from zstar_server import ZStarServer, make_test_image, runner, small_prompt  # n
 BASIC = json.loads((REPO / "example_workflows" / "api" / "zstar_basic.json").read_text())
 INTERRUPT_STEPS = 4  # the interrupt lands after step 1 of 4: seconds per step on a CPU, so always mid-node
 RUN_STEPS = 2        # the long run: one plain step and one Z* step per run
-RUNS = 20
+RUNS = 14  # first 5 vs last 5 runs, 4 between: any model-sized leak (GBs, see below) shows in one run
 # RSS tolerance for "no growth": last-5 mean ≤ first-5 mean + this. A real leak in this
 # pipeline keeps tensors or model copies: one fp32 copy of the U-Net is 3.4 GB, one
 # ModelPatcher clone's patched weights the same; an inversion at 64 px is only KBs, so those are
