@@ -49,17 +49,14 @@ def zstar_batch_attention(q, k, v, heads, layout: RowLayout, n_chunks: int, styl
         return _in_place(q4, k4, v4, heads, layout, n_chunks, style_scales, style_self_scale, attention, mask, probe)
 
     # Content rows: style keys/values of their own group, per style, flattened over chunks.
-    def per_content(t4, s):
-        return styles_of_contents(t4, layout, s)
-
     q_content = q4[:, :nc].reshape(-1, n_tok, width)
     k_content = k4[:, :nc].reshape(-1, n_tok, kv_width)
-    style_keys = [per_content(k4, s) for s in range(ns)]
+    style_keys = [styles_of_contents(k4, layout, s) for s in range(ns)]
     if probe is not None:
         probe(q_content, k_content, style_keys, list(style_scales))
     content_out = reweighted_attention(
         q_content, k_content, v4[:, :nc].reshape(-1, n_tok, v.shape[-1]),
-        style_keys, [per_content(v4, s) for s in range(ns)],
+        style_keys, [styles_of_contents(v4, layout, s) for s in range(ns)],
         heads, style_scale=list(style_scales), query_mask=mask, attention=attention)
 
     qs = q4[:, nc:].reshape(-1, n_tok, width)
