@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..zstar_attention import PAPER_PRESET, STYLE_MODES
+from ..zstar_runtime.families import family_labels
 from .types import InversionType, StyleRecordType, StylesType
 
 
@@ -12,7 +13,7 @@ def sampler_inputs() -> list:
     """The Z* Sampler's inputs; its optional ones (the region mask) last."""
     return [
         io.Model.Input("model", tooltip="The MODEL from Z* Attention Patch."),
-        InversionType.Input("content", tooltip="Z* DDIM Inversion (SD1.5/SD2.x/SDXL) or Z* Flow Inversion (Flux.1/SD3.5) of the content image(s). A batch is stylized image by image."),
+        InversionType.Input("content", tooltip=f"Z* DDIM Inversion ({family_labels('ddim')}) or Z* Flow Inversion ({family_labels('flow')}) of the content image(s). A batch is stylized image by image."),
         io.MultiType.Input("style", types=[InversionType, StyleRecordType, StylesType],
                            tooltip="The style: an inversion (paper path; same size, steps and model as the content), a Z* Style Record (fast mode, U-Nets, any size), or a Z* Style Mix of several with a strength each."),
         io.Conditioning.Input("positive", tooltip="Prompt for both rows. The paper uses the empty prompt."),

@@ -56,7 +56,7 @@ class Inversion:
         return self.nbytes
 
     def describe(self) -> str:
-        c, h, w = self.latent_shape
+        c, h, w = self.latent_shape[0], *self.latent_shape[-2:]  # (C, H, W) or (C, 1, H, W) (Qwen-Image)
         return f"{self.batch} image(s), latent {c}×{h}×{w}, {self.steps} steps, {self.arch}"
 
 

@@ -10,18 +10,23 @@ MIN_LATENT = 8  # 64 px: below it the U-Net's coarsest levels shrink to single p
 
 
 def check_latent(model, samples, name: str = "latent"):
-    """A LATENT's samples fit the model: (B, C, H, W) with the model's channels, finite."""
-    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
-        shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
+    """A LATENT's samples fit the model: (B, C, H, W) with the model's channels, or (B, C, 1, H, W)
+    for a model whose VAE makes video latents (Qwen-Image's Wan 2.1 VAE: one frame), finite."""
+    frames = getattr(model.model.latent_format, "latent_dimensions", 2) == 3
+    shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
+    if not isinstance(samples, torch.Tensor) or samples.ndim not in ((4, 5) if frames else (4,)):
         raise ZStarError(f"{name}: expected image latents of shape (batch, channels, height, width), got {shape}")
+    if samples.ndim == 5 and samples.shape[2] != 1:
+        raise ZStarError(f"{name}: holds {samples.shape[2]} frames, shape {shape}; Z* stylizes images (one frame)")
     channels = model.model.latent_format.latent_channels
     if samples.shape[1] != channels and samples.abs().sum() != 0:  # an empty latent is fixed by ComfyUI
         raise ZStarError(f"{name}: has {samples.shape[1]} channels but this MODEL's latents have {channels}; "
                          "encode the image with this checkpoint's VAE")
     if samples.shape[0] < 1:
-        raise ZStarError(f"{name}: holds no image, shape {tuple(samples.shape)}")
-    if min(samples.shape[2:]) < MIN_LATENT:
-        raise ZStarError(f"{name}: {samples.shape[2]}×{samples.shape[3]} is too small; Z* needs images of at least "
+        raise ZStarError(f"{name}: holds no image, shape {shape}")
+    h, w = samples.shape[-2:]
+    if min(h, w) < MIN_LATENT:
+        raise ZStarError(f"{name}: {h}×{w} is too small; Z* needs images of at least "
                          f"{8 * MIN_LATENT}×{8 * MIN_LATENT} pixels (latents of {MIN_LATENT}×{MIN_LATENT})")
     if not torch.isfinite(samples).all():
         raise ZStarError(f"{name}: contains NaN or infinite values; check the VAE Encode before it")

@@ -1,4 +1,4 @@
-"""The Z* hook for joint-attention transformers (Flux.1, SD3.5): a block replacement.
+"""The Z* hook for joint-attention transformers (Flux.1, Chroma, Qwen-Image, SD3.5): a block replacement.
 
 ComfyUI calls `patches_replace["dit"][(kind, index)]` with the block's inputs and the original
 block. Outside a Z* run, outside its step window, or on a step without style rows, the hook
@@ -19,7 +19,7 @@ OVERRIDE_KEY = "optimized_attention_override"
 class ZStarBlock(ZStarHook):
     """Replacement of one transformer block; `calls` maps 'joint'/'image' to the chosen layer keys.
 
-    rope: (axes_dim, theta) of a model with rotary positions (Flux), else None.
+    rope: (axes_dim, theta) of a model with rotary positions (Flux, Chroma, Qwen-Image), else None.
     """
 
     def __init__(self, config, family, calls: dict, rope=None):
@@ -45,12 +45,7 @@ class ZStarBlock(ZStarHook):
         key = (self.rope, mode)
         if key not in cache:
             axes_dim, theta = self.rope
-            h, w = self.family.token_grid(run.latent_shape)
-            # (index, row, column) offsets; patch.POSITIONS says where each placement comes from
-            if mode == "reference_latent":
-                offsets = (1.0, 0.0, 0.0)
-            else:  # shifted: also beside the image along its shorter side, never on the content's grid
-                offsets = (1.0, 0.0, float(w)) if h > w else (1.0, float(h), 0.0)
+            offsets = self.family.style_key_offsets(mode, self.family.token_grid(run.latent_shape))
             cache[key] = rope_rotation(offsets + (0.0,) * (len(axes_dim) - 3), axes_dim, theta)
         return cache[key]
 

@@ -15,17 +15,15 @@ __all__ = ["POSITIONS", "patch_model", "install_patch", "zstar_config", "resolve
            "ZStarAttn1", "ZStarConfig", "ZStarHook", "query_mask_for"]
 
 POSITIONS = ("auto", "as_recorded", "shifted", "reference_latent")
-# Where each placement puts the style's image keys on RoPE's (index, row, column) axes; the grid
-# sides are filled in per image. shifted: index + 1 and beside the image along its shorter side
-# (our choice: AlignedGen's ShiftPE moves reference positions beside the image so they do not
-# collide, plus the index step Kontext gives a reference). reference_latent: index + 1 on the
-# content's own grid, where ComfyUI's ReferenceLatent ("offset", comfy/ldm/flux/model.py) puts a
-# first reference image.
+# Where each placement puts the style's image keys on RoPE's (index, row, column) axes is the
+# family's (FlowFamily.style_key_offsets, which cites its sources). shifted: index + 1 and beside
+# the image (our choice, after AlignedGen's ShiftPE). reference_latent: index + 1 on the content's
+# own grid, where the host puts a first reference latent.
 MOVED_POSITIONS = ("shifted", "reference_latent")
 
 
 def resolve_positions(info, positions: str) -> str:
-    """'auto' → 'shifted' on a model with rotary positions (Flux), 'as_recorded' elsewhere."""
+    """'auto' → 'shifted' on a model with rotary positions (Flux, Chroma, Qwen-Image), 'as_recorded' elsewhere."""
     if positions not in POSITIONS:
         raise ZStarError(f"style_positions: '{positions}' is not one of {', '.join(POSITIONS)}")
     rope = getattr(info.family, "has_rope", False)

@@ -57,7 +57,7 @@ def apply_model_wrapper(executor, x, t, c_concat, c_crossattn, control, transfor
         n_chunks = len(transformer_options.get("cond_or_uncond") or [0])
         run.check_call(tuple(x.shape), n_chunks)
         if kwargs.get("ref_latents") is not None:
-            raise ZStarError("conditioning: carries reference latents (ReferenceLatent / Flux Kontext), whose image "
+            raise ZStarError("conditioning: carries reference latents (ReferenceLatent, Flux Kontext, Qwen-Image-Edit), whose image "
                              "tokens Z* cannot tell from the content's; use plain conditionings")
         if run.stacked and kwargs.get("guidance") is not None and run.style_guidance:
             kwargs["guidance"] = style_rows_guidance(run, kwargs["guidance"], n_chunks)

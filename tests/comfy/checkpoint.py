@@ -173,6 +173,9 @@ FLUX_NAME = "zstar_random_flux1_dev.safetensors"
 SD35_NAME = "zstar_random_sd35m.safetensors"
 FLUX_VAE_NAME = "zstar_random_flux_ae.safetensors"
 CLIP_L_NAME = "zstar_random_clip_l.safetensors"
+CHROMA_NAME = "zstar_random_chroma.safetensors"
+QWEN_IMAGE_NAME = "zstar_random_qwen_image.safetensors"
+T5XXL_WIDTH, QWEN25_7B_WIDTH = 4096, 3584  # the text widths Chroma and Qwen-Image are conditioned with
 
 # Flux.1-dev at depth 1 + 1 (the guidance embedding present, so ComfyUI takes it for dev, not schnell).
 FLUX_DEPTH, FLUX_DEPTH_SINGLE = 1, 1
@@ -278,6 +281,68 @@ def sd35_layout() -> dict[str, tuple[int, ...]]:
     layout = _shapes(net)
     _expect_detected(layout, "", comfy.supported_models.SD3, SD35_LAYOUT, "SD3.5 model")
     return layout
+
+
+def _detected_config(probe: dict[str, tuple[int, ...]], image_model: str) -> dict:
+    """detect_unet_config's result for the few keys it reads (a probe), checked to name `image_model`."""
+    import comfy.model_detection
+
+    config = comfy.model_detection.detect_unet_config(_meta_state_dict(probe), "")
+    if config is None or config.get("image_model") != image_model:
+        raise RuntimeError(f"{image_model}: this ComfyUI detects {config and config.get('image_model')} for the probe")
+    return config
+
+
+def chroma_layout() -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a Chroma diffusion model (Chroma1-HD's keys, no prefix): 1 double + 1 single
+    block (real: 19 + 38) at the width every host fixes (24 heads × 128 = 3072, the approximator's
+    5 layers of 5120), text width T5-XXL's 4096 (CLIP-L through CLIPLoader "sd3" pads to it)."""
+    import torch
+    import comfy.ldm.chroma.model
+    import comfy.ops
+    import comfy.supported_models
+
+    probe = {"img_in.weight": (FLUX_WIDTH, 64), "txt_in.weight": (FLUX_WIDTH, T5XXL_WIDTH),
+             "distilled_guidance_layer.norms.0.scale": (5120,),
+             "double_blocks.0.img_attn.norm.key_norm.scale": (128,), "single_blocks.0.norm.key_norm.scale": (128,)}
+    config = _detected_config(probe, "chroma")
+    with torch.device("meta"):
+        net = comfy.ldm.chroma.model.Chroma(**config, operations=comfy.ops.disable_weight_init, device="meta")
+    layout = _shapes(net)
+    _expect_detected(layout, "", comfy.supported_models.Chroma, config, "Chroma file")
+    return layout
+
+
+def qwen_image_layout() -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a Qwen-Image diffusion model (qwen_image's keys, no prefix): 1 block (real:
+    60) at the widths every host fixes (24 heads × 128 = 3072, text 3584 from Qwen2.5-VL-7B)."""
+    import torch
+    import comfy.ldm.qwen_image.model
+    import comfy.ops
+    import comfy.supported_models
+
+    probe = {"txt_norm.weight": (QWEN25_7B_WIDTH,), "img_in.weight": (FLUX_WIDTH, 64),
+             "transformer_blocks.0.attn.to_q.weight": (FLUX_WIDTH, FLUX_WIDTH)}
+    config = _detected_config(probe, "qwen_image")
+    with torch.device("meta"):
+        net = comfy.ldm.qwen_image.model.QwenImageTransformer2DModel(
+            **config, operations=comfy.ops.disable_weight_init, device="meta")
+    layout = _shapes(net)
+    _expect_detected(layout, "", comfy.supported_models.QwenImage, config, "Qwen-Image file")
+    return layout
+
+
+def chroma_diffusion_model(directory: Path | None = None, seed: int = 0) -> Path:
+    """Path of the cached random Chroma diffusion model (chroma_layout; ~1.3 GB fp16) for UNETLoader;
+    condition it with clip_l() loaded as CLIPLoader type "sd3" (77 × 4096)."""
+    return _cached(CHROMA_NAME, chroma_layout(), seed, directory)
+
+
+def qwen_image_diffusion_model(directory: Path | None = None, seed: int = 0) -> Path:
+    """Path of the cached random Qwen-Image diffusion model (qwen_image_layout; ~0.8 GB fp16) for
+    UNETLoader. No text encoder of its 3584 width can run here (Qwen2.5-VL-7B): condition it with
+    tensors of that width."""
+    return _cached(QWEN_IMAGE_NAME, qwen_image_layout(), seed, directory)
 
 
 def flux_vae_layout() -> dict[str, tuple[int, ...]]:

@@ -86,7 +86,8 @@ def patcher(config, seed: int | None = None, state_dict=None, dtype=torch.float3
     if seed is not None:
         init_random(model.diffusion_model, seed)
         net = model.diffusion_model
-        last = net.out[-1] if hasattr(net, "out") else net.final_layer.linear  # U-Net | Flux, MMDiT
+        last = net.out[-1] if hasattr(net, "out") else net.proj_out if hasattr(net, "proj_out") \
+            else net.final_layer.linear  # U-Net | Qwen-Image | Flux, Chroma, MMDiT
         with torch.no_grad():
             last.weight.mul_(out_scale)
             last.bias.mul_(out_scale)
@@ -141,6 +142,44 @@ def flux(seed: int | None = 0, **overrides):
         unet.setdefault("txt_ids_dims", [])
     cls = comfy.supported_models.Flux if unet["guidance_embed"] else comfy.supported_models.FluxSchnell
     return patcher(cls(unet), seed, out_scale=FLOW_OUT_SCALE)
+
+
+# Chroma's random approximator modulates its toy blocks more strongly than Flux's embeddings do: a
+# smaller output keeps its flow as curved as the Flux toy's (reconstruction errors of the same size)
+CHROMA_OUT_SCALE = 0.1
+
+
+def chroma(seed: int | None = 0, **overrides):
+    """Chroma's layout (comfy.supported_models.Chroma: Flux.1 blocks, no guidance embedding, the
+    distilled modulation approximator) shrunk as FLUX_SMALL; condition it with flow_cond (real CFG)."""
+    import inspect
+    import comfy.ldm.chroma.model
+
+    unet = {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "patch_size": 2,
+            "context_in_dim": SMALL_CONTEXT, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2,
+            "depth_single_blocks": 3, "axes_dim": [8, 12, 12], "theta": 10000, "qkv_bias": True,
+            "in_dim": 64, "out_dim": 64, "hidden_dim": 64, "n_layers": 2, **overrides}
+    fields = inspect.signature(comfy.ldm.chroma.model.ChromaParams).parameters
+    if "txt_ids_dims" in fields:  # newer hosts
+        unet.setdefault("txt_ids_dims", [])
+        unet.setdefault("vec_in_dim", None)
+    return patcher(comfy.supported_models.Chroma(unet), seed, out_scale=CHROMA_OUT_SCALE)
+
+
+def qwen_image(seed: int | None = 0, layers: int = 3, **overrides):
+    """Qwen-Image's layout (comfy.supported_models.QwenImage: dual-stream blocks, MSRoPE 16+56+56,
+    Wan 2.1 latents (B, 16, 1, H, W)) shrunk: `layers` blocks of width 64 in 2 heads of 32, rotary
+    axes 8+12+12, text width SMALL_CONTEXT (real: 60 blocks, 3072 in 24 heads of 128, text 3584)."""
+    unet = {"image_model": "qwen_image", "in_channels": 64, "out_channels": 16, "patch_size": 2,
+            "num_layers": layers, "attention_head_dim": 32, "num_attention_heads": 2,
+            "joint_attention_dim": SMALL_CONTEXT, "axes_dims_rope": (8, 12, 12), **overrides}
+    return patcher(comfy.supported_models.QwenImage(unet), seed, out_scale=FLOW_OUT_SCALE)
+
+
+def qwen_latent(seed: int, batch: int = 1, size: int = LATENT_SIZE):
+    """A Qwen-Image LATENT as its VAE encodes an image: (B, 16, 1, H, W)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {"samples": torch.randn(batch, 16, 1, size, size, generator=gen)}
 
 
 def sd3(seed: int | None = None, depth: int = 2, x_self_attn=(0,), **options):

@@ -141,7 +141,8 @@ def test_sd2_v_prediction():
 def test_other_transformers_are_refused_naming_them():
     """AuraFlow: an MMDiT-like transformer Z* has no adapter for, refused by name."""
     model = models.auraflow()
-    with pytest.raises(ZStarError, match=r"Flux.1 and SD3/SD3.5 transformers; this MODEL is AuraFlow/AuraFlow.*\(MMDiT\)"):
+    with pytest.raises(ZStarError, match=r"and the Flux.1, Chroma, Qwen-Image, SD3.5 transformers; this MODEL is "
+                       r"AuraFlow/AuraFlow.*\(MMDiT\)"):
         describe(model)
 
 

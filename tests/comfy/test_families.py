@@ -15,10 +15,10 @@ import torch  # noqa: E402
 from comfyui_zstar.zstar_attention import (ddim_step, ddim_timesteps, parse_layers, scaled_linear_alphas_cumprod,  # noqa: E402
                                            select_attn1_keys, vp_scale)
 from comfyui_zstar.zstar_attention import flow_step  # noqa: E402
-from comfyui_zstar.zstar_runtime.families import FAMILIES, FLUX, SD2, SD3, SD15, SDXL, family, layer_tables  # noqa: E402
+from comfyui_zstar.zstar_runtime.families import CHROMA, FAMILIES, FLUX, QWEN_IMAGE, SD2, SD3, SD15, SDXL, family, layer_tables  # noqa: E402
 
 UNETS = (SD2, SD15, SDXL)
-FLOWS = (FLUX, SD3)
+FLOWS = (FLUX, CHROMA, QWEN_IMAGE, SD3)
 
 
 def test_sd15_keys_exact():
@@ -61,8 +61,8 @@ def test_every_family_keeps_the_adapter_contract(fam):
 
 
 def test_families_are_told_apart_by_name():
-    assert [f.name for f in FAMILIES] == ["sd2", "sd15", "sdxl", "flux", "sd3"]
-    with pytest.raises(ValueError, match="model family 'flux2' is not one of sd2, sd15, sdxl, flux, sd3"):
+    assert [f.name for f in FAMILIES] == ["sd2", "sd15", "sdxl", "flux", "chroma", "qwen_image", "sd3"]
+    with pytest.raises(ValueError, match="model family 'flux2' is not one of sd2, sd15, sdxl, flux, chroma, qwen_image, sd3"):
         family("flux2")
 
 

@@ -3,6 +3,8 @@
     sd.py     SD1.5 and SD2.x (the paper's family)
     sdxl.py   SDXL
     flux.py   Flux.1 (dev, schnell)
+    chroma.py Chroma (Flux.1's blocks, real CFG)
+    qwen_image.py  Qwen-Image
     sd3.py    SD3 / SD3.5 (MMDiT, MMDiT-X)
     unet.py   what the U-Net families share (attn1 replacement, DDIM on a DDPM schedule)
     dit.py    what the transformer families share (block replacement + attention override, flow ODE)
@@ -19,16 +21,18 @@ import torch
 
 from ...zstar_attention import ZStarError, parse_layers
 from .base import ModelFamily
+from .chroma import CHROMA
 from .flux import FLUX
+from .qwen_image import QWEN_IMAGE
 from .sd import SD2, SD15
 from .sd3 import SD3
 from .sdxl import SDXL
 from .unet import SUPPORTED
 
-__all__ = ["FAMILIES", "SD2", "SD15", "SDXL", "FLUX", "SD3", "ModelFamily", "ModelInfo", "describe", "family", "layer_tables",
+__all__ = ["FAMILIES", "family_labels", "auto_layers_summary", "numbering_summary", "SD2", "SD15", "SDXL", "FLUX", "CHROMA", "QWEN_IMAGE", "SD3", "ModelFamily", "ModelInfo", "describe", "family", "layer_tables",
            "resolve_layers", "AUTO_LAYERS", "MAX_LAYERS"]
 
-FAMILIES: tuple[ModelFamily, ...] = (SD2, SD15, SDXL, FLUX, SD3)  # SD2 before SD1.5: same layout, told apart by config
+FAMILIES: tuple[ModelFamily, ...] = (SD2, SD15, SDXL, FLUX, CHROMA, QWEN_IMAGE, SD3)  # SD2 before SD1.5: same layout, told apart by config
 AUTO_LAYERS = ("", "auto", "paper")
 
 
@@ -37,6 +41,23 @@ def family(name: str) -> ModelFamily:
         if f.name == name:
             return f
     raise ZStarError(f"model family '{name}' is not one of {', '.join(f.name for f in FAMILIES)}")
+
+
+def family_labels(inversion: str | None = None, rope: bool | None = None) -> str:
+    """The supported families' labels for messages and tooltips ("SD1.5, SD2.x, …"), optionally only
+    those inverted by 'ddim' or 'flow', or only those with (or without) rotary positions."""
+    return ", ".join(f.label for f in FAMILIES if (inversion is None or f.inversion == inversion)
+                     and (rope is None or getattr(f, "has_rope", False) == rope))
+
+
+def auto_layers_summary() -> str:
+    """What 'auto' layers means per family, for the patch node's tooltip."""
+    return "; ".join(f"{f.label} {f.default_layers}" for f in FAMILIES)
+
+
+def numbering_summary() -> str:
+    """How each transformer family numbers its layers, for the patch node's tooltip."""
+    return "; ".join(f"{f.label}: {f.numbering}" for f in FAMILIES if f.inversion == "flow")
 
 
 def layer_tables() -> dict:
@@ -100,7 +121,8 @@ def describe(model) -> ModelInfo:
                              layer_keys=keys, default_layers=f.default_layers_for(keys), shift=sampling_shift(model))
     if network is None:
         inner = type(model.get_model_object("diffusion_model")).__name__
-        raise ZStarError(f"model: {SUPPORTED}, Flux.1 and SD3/SD3.5 transformers; this MODEL is {type_name} ({inner})")
+        transformers = ", ".join(f.label for f in FAMILIES if f.inversion == "flow")
+        raise ZStarError(f"model: {SUPPORTED}, and the {transformers} transformers; this MODEL is {type_name} ({inner})")
     f, keys = network
     raise ZStarError(f"model: {f.unknown_message(type_name, keys)}")
 

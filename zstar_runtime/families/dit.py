@@ -1,4 +1,4 @@
-"""The rectified-flow transformer families (Flux.1, SD3.5): what they share.
+"""The rectified-flow transformer families (Flux.1, Chroma, Qwen-Image, SD3.5): what they share.
 
 Their attention is joint (text and image tokens in one sequence) inside blocks that ComfyUI
 lets a node replace through `patches_replace["dit"][(block kind, index)]`; Z* replaces a chosen
@@ -17,9 +17,6 @@ from ..joint_patch import ZStarBlock
 from .base import ModelFamily
 from .unet import sampling_name
 
-DIT_SUPPORTED = "Z* supports Flux.1 (dev, schnell) and SD3/SD3.5 transformers"
-
-
 @dataclass(frozen=True)
 class FlowFamily(ModelFamily):
     """A joint-attention transformer on a rectified-flow schedule.
@@ -36,13 +33,14 @@ class FlowFamily(ModelFamily):
     # attention first, then the image-only one; Flux's blocks make one call)
     call_order: tuple = ("joint", "image")
     inversion: str = "flow"
+    numbering: str = "blocks in execution order"  # how its layer string counts, for tooltips
     features: frozenset = frozenset()  # fast mode, null-text and the style map are U-Net only for now
 
     def default_layers_for(self, keys: tuple) -> str:
         raise NotImplementedError
 
     def unknown_message(self, type_name, keys):
-        return f"{DIT_SUPPORTED}; this MODEL is {type_name}, a variant Z* does not know"
+        return f"this MODEL ({type_name}) has {self.label}'s network but is a variant Z* does not know"
 
     def matches(self, model, layer_keys):
         return type(getattr(model.model, "model_config", None)).__name__ in self.config_names
@@ -52,7 +50,7 @@ class FlowFamily(ModelFamily):
 
         sampling = model.get_model_object("model_sampling")
         if not isinstance(sampling, ms.CONST) or not hasattr(sampling, "sigmas"):
-            raise ZStarError(f"model: {DIT_SUPPORTED} on their rectified-flow (CONST) sampling; "
+            raise ZStarError(f"model: Z* takes {self.label} on its rectified-flow (CONST) sampling; "
                              f"this MODEL ({type_name}) samples with {sampling_name(sampling)}")
 
     def check_model(self, model):
@@ -100,8 +98,21 @@ class FlowFamily(ModelFamily):
         return name if attention == "joint" else f"{name} image attention"
 
     def rope_of(self, model):
-        """(axes_dim, theta) of the model's rotary embedding (families with has_rope provide it)."""
-        raise NotImplementedError
+        """(axes_dim, theta) of the model's rotary embedding: its `pe_embedder`, the EmbedND of
+        comfy/ldm/flux/layers.py that Flux, Chroma and Qwen-Image all build their positions with."""
+        embed = model.get_model_object("diffusion_model").pe_embedder
+        return tuple(int(a) for a in embed.axes_dim), float(embed.theta)
+
+    def style_key_offsets(self, mode: str, grid: tuple) -> tuple:
+        """(index, row, column) added to the style's image-key positions for a `positions` mode, on a
+        content token grid (h, w); patch.POSITIONS says where each placement comes from.
+        reference_latent: index +1 on the content's own grid (how ComfyUI places a first reference
+        latent by "index": Flux Kontext, Qwen-Image-Edit). shifted: index +1 and beside the image
+        along its shorter side, never on the content's grid (AlignedGen's ShiftPE)."""
+        h, w = grid
+        if mode == "reference_latent":
+            return 1.0, 0.0, 0.0
+        return (1.0, 0.0, float(w)) if h > w else (1.0, float(h), 0.0)
 
     def takes_guidance(self, model) -> bool:
         """Whether the model embeds a guidance value (Flux.1-dev's FluxGuidance), which the flow
@@ -134,7 +145,8 @@ class FlowFamily(ModelFamily):
         return 1.0 - float(sigma_min)
 
     def token_grid(self, latent_shape) -> tuple:
-        """(h, w) of the image tokens for a latent (C, H, W): patch_size × patch_size patches, padded up."""
-        _, h, w = latent_shape
+        """(h, w) of the image tokens for a latent (C, H, W), or (C, 1, H, W) for the video-VAE
+        latents of Qwen-Image: patch_size × patch_size patches, padded up."""
+        h, w = latent_shape[-2:]
         p = self.patch_size
         return (h + p - 1) // p, (w + p - 1) // p

@@ -28,10 +28,6 @@ class _Flux(FlowFamily):
             return None
         return flux_keys(len(net.double_blocks), len(net.single_blocks))
 
-    def rope_of(self, model):
-        params = model.get_model_object("diffusion_model").params
-        return tuple(params.axes_dim), float(params.theta)
-
     def takes_guidance(self, model) -> bool:
         return bool(getattr(model.get_model_object("diffusion_model").params, "guidance_embed", False))
 
@@ -45,4 +41,4 @@ class _Flux(FlowFamily):
 FLUX = _Flux(
     name="flux", label="Flux.1", layer_keys=flux_keys(FLUX1_DOUBLE, FLUX1_SINGLE), default_layers="39-56",
     default_source="FireFlow / RF-Solver-Edit: Flux single blocks 20-37 (layers 39-56)",
-    config_names=("Flux", "FluxSchnell"), has_rope=True)
+    config_names=("Flux", "FluxSchnell"), numbering="double blocks, then single blocks", has_rope=True)

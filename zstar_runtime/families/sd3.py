@@ -43,4 +43,4 @@ class _SD3(FlowFamily):
 SD3 = _SD3(
     name="sd3", label="SD3.5", layer_keys=sd3_keys(SD35_LARGE_DEPTH), default_layers="19-37",
     default_source="our choice: the second half of the joint blocks (FireFlow's Flux rule transferred)",
-    config_names=("SD3",))
+    config_names=("SD3",), numbering="joint blocks, then the MMDiT-X image-only attentions")
