@@ -4,8 +4,8 @@
     python benchmarks/bench.py --quick    # < 3 min on 2 CPU cores, small U-Net
     python benchmarks/bench.py --device cuda --sizes 512,768,1024   # + the GPU table
 
-The attention rows (SD1.5 and Flux.1 widths) need only torch; the U-Net, end-to-end and Flux
-step rows need COMFYUI_PATH (a ComfyUI checkout) and print "skipped" and `nan` in the RESULT
+The attention rows (SD1.5, Flux.1 and Qwen-Image widths) need only torch; the U-Net, end-to-end,
+Flux and Qwen-Image step rows need COMFYUI_PATH (a ComfyUI checkout) and print "skipped" and `nan` in the RESULT
 line without it.
 See benchmarks/README.md for what each ratio measures.
 """
@@ -33,7 +33,12 @@ TARGETS = {  # name: (comparison, bound)
     "flux_attn_time_ratio": ("<=", 2.3),
     "flux_attn_mem_ratio": ("<=", 1.5),
     "flux_step_ratio": ("<=", 1.15),
+    "qwen_attn_time_ratio": ("<=", 2.3),  # Qwen-Image: the Flux targets (same block width)
+    "qwen_attn_mem_ratio": ("<=", 1.5),
+    "qwen_step_ratio": ("<=", 1.15),
 }
+# per family: the RESULT-line prefix, the section's name, and the real model's (Z* blocks, blocks) under 'auto'
+DIT_ROWS = {"flux": ("flux", "Flux", "Flux.1", (18, 57)), "qwen_image": ("qwen", "Qwen-Image", "Qwen-Image", (30, 60))}
 NAN = float("nan")
 
 
@@ -62,7 +67,7 @@ def parse_args(argv=None):
                    help="latent side for the Flux step row (default: 32 with --quick, else 64 = 512 px)")
     p.add_argument("--skip-attention", action="store_true", help="only the ComfyUI rows (U-Net, end to end, Flux step)")
     p.add_argument("--skip-pipeline", action="store_true", help="only the attention rows (no ComfyUI)")
-    p.add_argument("--skip-flux", action="store_true", help="no Flux rows (attention and step)")
+    p.add_argument("--skip-flux", action="store_true", help="no Flux or Qwen-Image rows (attention and step)")
     return p.parse_args(argv)
 
 
@@ -138,9 +143,12 @@ def attention_section(results, dtype, quick: bool) -> tuple[list[str], float, fl
     return out, t_ratio, m_ratio
 
 
-def flux_attention_section(results, dtype) -> tuple[list[str], float, float]:
-    out = [f"## Flux joint attention ({dit.HEADS} heads × {dit.DIM_HEAD} = {dit.HEADS * dit.DIM_HEAD} wide, Flux.1's block; "
-           f"{dit.N_TXT} text + image tokens; rows [content, style]; {str(dtype).split('.')[-1]})",
+def flux_attention_section(results, dtype, family: str = "flux") -> tuple[list[str], float, float]:
+    prefix, name, real, _ = DIT_ROWS[family]
+    n_txt = results[0]["n_txt"] if results else dit.N_TXT
+    text = "T5 length" if family == "flux" else "a Qwen2.5-VL prompt, our choice"
+    out = [f"## {name} joint attention ({dit.HEADS} heads × {dit.DIM_HEAD} = {dit.HEADS * dit.DIM_HEAD} wide, {real}'s block; "
+           f"{n_txt} text ({text}) + image tokens; rows [content, style]; {str(dtype).split('.')[-1]})",
            "plain = one attention call over the 2 rows, q/k/v (2, heads, L, d): torch SDPA, then (2, L, heads·d), as ComfyUI's",
            "        attention_pytorch(skip_reshape=True) runs it for Flux: the unpatched block",
            f"Z*    = joint_zstar_attention on the same q, k, v with that backend (λ {dit.STYLE_SCALE}, λ_style {dit.STYLE_SELF_SCALE}, "
@@ -158,7 +166,7 @@ def flux_attention_section(results, dtype) -> tuple[list[str], float, float]:
         t, m = r["times"], r["mem"]
         rt = best(t["zstar"]) / best(t["plain"])
         ms = {v: f"{best(t[v]) * 1e3:7.1f} [{median(t[v]) * 1e3:6.1f}]" for v in t}
-        line = f"{r['side'] * 8:>5} px {r['side']:>5}² {dit.N_TXT:>4} + {r['n_img']:>5} | {ms['plain']} {ms['zstar']} {rt:8.2f} | "
+        line = f"{r['side'] * 8:>5} px {r['side']:>5}² {r['n_txt']:>4} + {r['n_img']:>5} | {ms['plain']} {ms['zstar']} {rt:8.2f} | "
         if m:
             ex = {v: m[v]["extra"] / 2**20 for v in m}
             tot = {v: m[v]["total"] / 2**20 for v in m}
@@ -171,37 +179,39 @@ def flux_attention_section(results, dtype) -> tuple[list[str], float, float]:
         if i == 0:
             t_ratio, m_ratio = rt, mr
     if results:
-        out += ["", f"flux_attn_* in the RESULT line: the first size ({results[0]['side']}², {results[0]['side'] * 8} px), "
+        out += ["", f"{prefix}_attn_* in the RESULT line: the first size ({results[0]['side']}², {results[0]['side'] * 8} px), "
                     "memory with the inputs counted, as attn_mem_ratio counts it."]
     return out, t_ratio, m_ratio
 
 
 def flux_step_section(res, backend: str) -> tuple[list[str], float]:
+    _, name, real, (real_z, real_blocks) = DIT_ROWS[res["family"]]
     t, w = res["times"], res["width"]
     ratio = best(t["patched"]) / best(t["unpatched"])
     double, single = res["blocks"]
     n_blocks, n_z = double + single, len({k[:2] for k in res["keys"]})
     side = res["side"]
     labels = ", ".join(f"{n} ({k[0].replace('_', ' ')} {k[1]})" for n, k in zip(res["layers"], res["keys"]))
-    # Flux.1 (19 + 38 blocks, Z* on 18): the same per-block costs, blocks being ~all of a step at 3072 wide.
+    # The real model: the same per-block costs, blocks being ~all of a step at 3072 wide.
     per_block = best(t["unpatched"]) / n_blocks
-    flux1 = 1 + 18 * (best(t["patched"]) - best(t["unpatched"])) / n_z / (57 * per_block)
+    scaled = 1 + real_z * (best(t["patched"]) - best(t["unpatched"])) / n_z / (real_blocks * per_block)
+    blocks = f"{double} double + {single} single blocks" if res["family"] == "flux" else f"{double} blocks"
 
     def ms(v):
         return f"{best(t[v]) * 1e3:9.1f} ms [{median(t[v]) * 1e3:8.1f}]"
 
-    out = [f"## Flux step: random Flux.1-dev layout, hidden {w['hidden_size']} = {w['num_heads']} heads × "
-           f"{w['hidden_size'] // w['num_heads']}, {double} double + {single} single blocks ({res['params'] / 1e6:.0f}M params, float32), "
-           f"latent {side}² ({side * 8} px: {dit.N_TXT} text + {dit.image_tokens(side)} image tokens), rows [content, style]",
+    out = [f"## {name} step: random {real} layout, hidden {w['hidden_size']} = {w['num_heads']} heads × "
+           f"{w['hidden_size'] // w['num_heads']}, {blocks} ({res['params'] / 1e6:.0f}M params, float32), "
+           f"latent {side}² ({side * 8} px: {res['n_txt']} text + {dit.image_tokens(side)} image tokens), rows [content, style]",
            f"ComfyUI attention backend: {backend}",
-           f"Z* ('auto' layers) on layer {labels}: {n_z} of {n_blocks} blocks (Flux.1: 18 of 57); λ {dit.STYLE_SCALE}, "
-           f"λ_style {dit.STYLE_SELF_SCALE}, style positions {res['positions']}",
+           f"Z* ('auto' layers) on layer {labels}: {n_z} of {n_blocks} blocks ({real}: {real_z} of {real_blocks}); "
+           f"λ {dit.STYLE_SCALE}, λ_style {dit.STYLE_SELF_SCALE}, style positions {res['positions']}",
            "",
            "One model call (BaseModel.apply_model, cfg 1), best of interleaved repetitions [median]:",
            f"  unpatched, 2 rows   {ms('unpatched')}",
            f"  patched, 2 rows     {ms('patched')}   ratio {ratio:.3f}",
            f"  patched vs unpatched output, relative difference {res['diff']:.2e} (nonzero: Z* ran)",
-           f"  scaled to Flux.1 (18 Z* blocks of 57, the same cost per block): ≈ {flux1:.3f}"]
+           f"  scaled to {real} ({real_z} Z* blocks of {real_blocks}, the same cost per block): ≈ {scaled:.3f}"]
     return out, ratio
 
 
@@ -316,9 +326,11 @@ def main(argv=None) -> int:
         sections.append(lines)
         if not args.skip_flux:
             sides = [int(s) for s in (args.flux_sizes or ("64" if quick else "64,96,128")).split(",")]
-            results = dit.run_attention(sides, reps, device, dtype, log=log)
-            lines, ratios["flux_attn_time_ratio"], ratios["flux_attn_mem_ratio"] = flux_attention_section(results, dtype)
-            sections.append(lines)
+            for family, (prefix, *_) in DIT_ROWS.items():
+                results = dit.run_attention(sides, reps, device, dtype, log=log, family=family)
+                lines, ratios[f"{prefix}_attn_time_ratio"], ratios[f"{prefix}_attn_mem_ratio"] = \
+                    flux_attention_section(results, dtype, family)
+                sections.append(lines)
 
     sizes_px = [int(s) for s in args.sizes.split(",") if s]
     if args.skip_pipeline:
@@ -326,7 +338,7 @@ def main(argv=None) -> int:
     elif not comfy_path:
         sections.append(["## U-Net and end to end", "skipped: COMFYUI_PATH not set"])
         if not args.skip_flux:
-            sections.append(["## Flux step", "skipped: COMFYUI_PATH not set"])
+            sections.append(["## Flux and Qwen-Image steps", "skipped: COMFYUI_PATH not set"])
     else:
         import pipeline
 
@@ -349,24 +361,27 @@ def main(argv=None) -> int:
             table = pipeline.gpu_table(full, models, sizes_px, device, reps=1 if quick else 2, log=log)
             sections.append(gpu_section(table, full.label))
         if not args.skip_flux:
-            step = dit.run_step(models, "quick" if quick else "full", args.flux_latent or (32 if quick else 64),
-                                reps=5 if quick else 3, device=device, log=log)
-            lines, ratios["flux_step_ratio"] = flux_step_section(step, backend)
-            sections.append(lines)
+            for family, (prefix, *_) in DIT_ROWS.items():
+                step = dit.run_step(models, "quick" if quick else "full", args.flux_latent or (32 if quick else 64),
+                                    reps=5 if quick else 3, device=device, log=log, family=family)
+                lines, ratios[f"{prefix}_step_ratio"] = flux_step_section(step, backend)
+                sections.append(lines)
 
     summary = ["## Targets", "", f"{'metric':<20} {'value':>8}  {'target':<8} status"]
     for name, value in ratios.items():
         op, bound = TARGETS[name]
         toy = ""
         if quick and "attn" not in name and not math.isnan(value):
-            toy = " (small Flux)" if name.startswith("flux") else " (toy U-Net)"
+            toy = (" (small Flux)" if name.startswith("flux") else " (small Qwen-Image)" if name.startswith("qwen")
+                   else " (toy U-Net)")
         summary.append(f"{name:<20} {fmt(value, '.3f'):>8}  {op} {bound:<5} {met(name, value)}{toy}")
     if quick:
         summary += ["", "--quick runs the U-Net rows on the tests' toy U-Net (32 channels, 16² latent) to show that",
                     "everything runs. On it two batch rows cost only ~1.5× one row, which caps paper / fast near",
                     "1.4; the U-Net targets are judged on the full run (SD1.5's real U-Net at 512 px)."]
         if not math.isnan(ratios["flux_step_ratio"]):
-            summary += ["The Flux step runs a 768-wide Flux (6 heads × 128) here; the full run's is Flux.1's width, 3072, at 512 px."]
+            summary += ["The Flux and Qwen-Image steps run 768-wide models (6 heads × 128) here; the full run's are the",
+                        "real width, 3072, at 512 px."]
     summary.append("")
     summary.append(f"total time {time.perf_counter() - started:.0f} s")
 

@@ -1,4 +1,9 @@
-"""Flux rows of the benchmark: Z*'s joint attention at Flux.1's width, and one denoiser step.
+"""Flux and Qwen-Image rows of the benchmark: Z*'s joint attention at their width, and one denoiser step.
+
+Qwen-Image's block is as wide as Flux.1's (24 heads × 128); its rows differ in the text length
+(N_TXT_QWEN) and, for the step, in the network (tests/comfy/models.py `qwen_image`, one-frame
+latents, no pooled vector or guidance), so the same functions run both, the Qwen ones under
+variant names prefixed "qwen_".
 
 Attention (plain torch, no ComfyUI), one Flux.1 block's call: 24 heads × 128 = 3072 wide,
 512 text tokens (T5, as Flux runs) + the image tokens of a latent side (2×2 patches), the
@@ -34,6 +39,7 @@ from zstar_attention import RowLayout, joint_zstar_attention, rope_rotation  # n
 from zstar_attention.presets import PAPER_PRESET  # noqa: E402
 
 HEADS, DIM_HEAD, N_TXT = 24, 128, 512  # Flux.1: 3072 = 24 × 128; T5 length 512
+N_TXT_QWEN = 128  # our choice: a prompt of Qwen2.5-VL tokens once ComfyUI drops its template (not padded)
 AXES_DIM, THETA = (16, 56, 56), 10000  # Flux.1's rotary axes
 STYLE_SCALE, STYLE_SELF_SCALE = PAPER_PRESET.style_scale, PAPER_PRESET.style_self_scale
 LAYOUT = RowLayout(1, 1, 1)  # rows [content, style]; λ_style > 0 needs one style row per content row
@@ -46,6 +52,15 @@ STEP_MODELS = {
     "quick": {"hidden_size": 768, "num_heads": 6, "depth": 1, "depth_single_blocks": 2, "axes_dim": list(AXES_DIM)},
 }
 GUIDANCE = 3.5  # Flux.1-dev's usual FluxGuidance
+# Qwen-Image's block at the same widths, 4 blocks: 'auto' (the second half) patches 2 of 4 (Qwen-Image: 30 of 60)
+QWEN_STEP_MODELS = {
+    "full": {"num_attention_heads": 24, "attention_head_dim": 128, "layers": 4, "axes_dims_rope": AXES_DIM},
+    "quick": {"num_attention_heads": 6, "attention_head_dim": 128, "layers": 4, "axes_dims_rope": AXES_DIM},
+}
+
+
+def n_txt_of(variant: str) -> int:
+    return N_TXT_QWEN if variant.startswith("qwen_") else N_TXT
 
 
 def image_tokens(side: int) -> int:
@@ -53,9 +68,9 @@ def image_tokens(side: int) -> int:
 
 
 def make_inputs(variant: str, side: int, device, dtype, seed: int = 0) -> tuple:
-    """q, k, v (2, heads, 512 + image tokens, d): one [content, style] call; same for every variant."""
+    """q, k, v (2, heads, text + image tokens, d): one [content, style] call; same for every variant."""
     gen = torch.Generator().manual_seed(seed)
-    shape = (LAYOUT.rows, HEADS, N_TXT + image_tokens(side), DIM_HEAD)
+    shape = (LAYOUT.rows, HEADS, n_txt_of(variant) + image_tokens(side), DIM_HEAD)
     return tuple(torch.randn(shape, generator=gen).to(device, dtype) for _ in range(3))
 
 
@@ -74,11 +89,12 @@ def style_rotation(grid: int) -> torch.Tensor:
 
 def call(variant: str, t: tuple):
     q, k, v = t
-    if variant == "plain":
+    base, n_txt = variant.removeprefix("qwen_"), n_txt_of(variant)
+    if base == "plain":
         return sdpa_heads_first(q, k, v)
-    if variant == "zstar":
-        grid = round((q.shape[2] - N_TXT) ** 0.5)
-        return joint_zstar_attention(q, k, v, sdpa_heads_first, LAYOUT, 1, N_TXT, (STYLE_SCALE,), STYLE_SELF_SCALE,
+    if base == "zstar":
+        grid = round((q.shape[2] - n_txt) ** 0.5)
+        return joint_zstar_attention(q, k, v, sdpa_heads_first, LAYOUT, 1, n_txt, (STYLE_SCALE,), STYLE_SELF_SCALE,
                                      heads_first=True, style_key_rotation=style_rotation(grid))
     raise ValueError(variant)
 
@@ -89,77 +105,93 @@ def peak_memory(variant: str, side: int, device, dtype) -> dict:
     return attn.cpu_peak(__file__, variant, side, dtype)
 
 
-def run_attention(sides, reps: int, device, dtype, log=print) -> list[dict]:
-    """One dict per latent side: times (s per repetition) and peak memory per variant."""
+def run_attention(sides, reps: int, device, dtype, log=print, family: str = "flux") -> list[dict]:
+    """One dict per latent side: times (s per repetition) and peak memory per variant ('plain',
+    'zstar'); family 'qwen_image' runs them with Qwen-Image's text length."""
+    prefix = "qwen_" if family == "qwen_image" else ""
     results = []
     mem_ok = torch.device(device).type == "cuda" or attn.cpu_memory_supported()
     for side in sides:
-        n_img = image_tokens(side)
-        log(f"flux attention {side}² (512 + {n_img} tokens): timing {', '.join(VARIANTS)} × {reps}")
+        n_img, n_txt = image_tokens(side), n_txt_of(prefix)
+        log(f"{family} attention {side}² ({n_txt} + {n_img} tokens): timing {', '.join(VARIANTS)} × {reps}")
         with torch.inference_mode():
             for v in VARIANTS:  # warm-up (kernels, thread pool) at a small size
-                call(v, make_inputs(v, WARM_SIDE, device, dtype))
-            inputs = make_inputs("plain", side, device, dtype)  # both variants read the same q, k, v
-            times = interleaved({v: functools.partial(call, v, inputs) for v in VARIANTS}, reps, device)
+                call(prefix + v, make_inputs(prefix + v, WARM_SIDE, device, dtype))
+            inputs = make_inputs(prefix + "plain", side, device, dtype)  # both variants read the same q, k, v
+            times = interleaved({v: functools.partial(call, prefix + v, inputs) for v in VARIANTS}, reps, device)
             del inputs
         mem = {}
         if mem_ok:
             for v in VARIANTS:
-                log(f"flux attention {side}²: peak memory of {v}")
-                mem[v] = peak_memory(v, side, device, dtype)
-        results.append({"side": side, "n_img": n_img, "times": times, "mem": mem})
+                log(f"{family} attention {side}²: peak memory of {v}")
+                mem[v] = peak_memory(prefix + v, side, device, dtype)
+        results.append({"side": side, "n_img": n_img, "n_txt": n_txt, "times": times, "mem": mem})
     return results
 
 
 # ---- one denoiser step through ComfyUI -----------------------------------------------------
 
-def flux_call(patcher, rows: int, side: int, cond, run=None):
+def flux_call(patcher, rows: int, side: int, cond, run=None, family: str = "flux"):
     """One model evaluation of `rows` rows (cond only, cfg 1) through BaseModel.apply_model at
-    mid-schedule σ, with the run state the sampler sets on a reweighting step."""
+    mid-schedule σ, with the run state the sampler sets on a reweighting step. Flux gets its pooled
+    vector and guidance; Qwen-Image its one-frame latents (B, 16, 1, H, W) and the text alone."""
     import comfy.model_management
     import pipeline
 
     comfy.model_management.load_models_gpu([patcher])
     device = patcher.load_device
     gen = torch.Generator().manual_seed(rows)
-    x = torch.randn(rows, 16, side, side, generator=gen).to(device)
+    frames = (1,) if family == "qwen_image" else ()
+    x = torch.randn(rows, 16, *frames, side, side, generator=gen).to(device)
     ctx = cond[0][0].to(device).expand(rows, -1, -1)
-    pooled = cond[0][1]["pooled_output"].to(device).expand(rows, -1)
+    extra = {}
+    if family == "flux":
+        extra = {"y": cond[0][1]["pooled_output"].to(device).expand(rows, -1),
+                 "guidance": torch.full((rows,), GUIDANCE, device=device)}
     sigmas = patcher.model.model_sampling.sigmas
     sigma = torch.full((rows,), float(sigmas[len(sigmas) // 2]), device=device)
-    guidance = torch.full((rows,), GUIDANCE, device=device)
     opts = pipeline._options(patcher, run)
     opts["sigmas"] = sigma
 
     def fn():
-        return patcher.model.apply_model(x, sigma, c_crossattn=ctx, y=pooled, guidance=guidance, transformer_options=opts)
+        return patcher.model.apply_model(x, sigma, c_crossattn=ctx, transformer_options=opts, **extra)
 
     return fn
 
 
-def run_step(models, width: str, side: int, reps: int, device, log=print) -> dict:
+def run_step(models, width: str, side: int, reps: int, device, log=print, family: str = "flux") -> dict:
     """Patched (Z*, 'auto' layers, paper preset) vs unpatched model call on [content, style]."""
     import pipeline
 
     nodes = pipeline.nodes
-    log(f"building the {width} Flux step model {STEP_MODELS[width]}")
-    model = models.flux(0, **STEP_MODELS[width])
+    spec = (QWEN_STEP_MODELS if family == "qwen_image" else STEP_MODELS)[width]
+    log(f"building the {width} {family} step model {spec}")
+    if family == "qwen_image":
+        model = models.qwen_image(0, joint_attention_dim=models.SMALL_CONTEXT, **spec)
+    else:
+        model = models.flux(0, **spec)
     patched = nodes.patch.patch_model(model, STYLE_SCALE, STYLE_SELF_SCALE, "auto",
                                       PAPER_PRESET.start_step, PAPER_PRESET.end_step)
     config = patched.model_options["transformer_options"][nodes.patch.CONFIG_KEY]
     run = nodes.ZStarRun(LAYOUT, (STYLE_SCALE,), STYLE_SELF_SCALE)
     run.reweight = run.stacked = True
     run.step = PAPER_PRESET.start_step
-    run.latent_shape = (16, side, side)
-    cond = models.flow_cond(1, tokens=N_TXT)
-    calls = {"unpatched": flux_call(model, LAYOUT.rows, side, cond), "patched": flux_call(patched, LAYOUT.rows, side, cond, run)}
+    qwen = family == "qwen_image"
+    run.latent_shape = (16, 1, side, side) if qwen else (16, side, side)
+    n_txt = N_TXT_QWEN if qwen else N_TXT
+    cond = models.flow_cond(1, tokens=n_txt)
+    calls = {"unpatched": flux_call(model, LAYOUT.rows, side, cond, family=family),
+             "patched": flux_call(patched, LAYOUT.rows, side, cond, run, family=family)}
     with torch.inference_mode():
         outs = {name: fn() for name, fn in calls.items()}  # warm-up; Z* must change the output
-        log(f"flux step {side}²: patched vs unpatched, interleaved × {reps}")
+        log(f"{family} step {side}²: patched vs unpatched, interleaved × {reps}")
         times = interleaved(calls, reps, device)
     net = model.model.diffusion_model
+    blocks = (len(net.transformer_blocks), 0) if qwen else (len(net.double_blocks), len(net.single_blocks))
+    width_info = ({"hidden_size": spec["num_attention_heads"] * spec["attention_head_dim"],
+                   "num_heads": spec["num_attention_heads"]} if qwen else spec)
     res = {"times": times, "side": side, "layers": config.layers, "keys": config.keys, "positions": config.positions,
-           "blocks": (len(net.double_blocks), len(net.single_blocks)), "width": STEP_MODELS[width],
+           "blocks": blocks, "width": width_info, "family": family, "n_txt": n_txt,
            "params": sum(p.numel() for p in net.parameters()),
            "diff": pipeline.rel(outs["patched"], outs["unpatched"])}
     del model, patched, calls, outs

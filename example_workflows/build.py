@@ -15,8 +15,9 @@ ComfyUI lists a node pack's `example_workflows/*.json` (one level deep; the fold
 host since 0.3 accepts without a rename warning) in its templates menu and serves the folder
 statically, `<name>.jpg` being the card image; the API twins live in `api/` so the menu does
 not list them. The pack's nodes carry the node-pack identity (`cnr_id`, `ver`) that newer
-frontends read to tell a user which pack a missing node comes from. Node inputs and outputs
-below mirror ComfyUI's /object_info; the ComfyUI test tier checks them against running servers.
+frontends read to tell a user which pack a missing node comes from. The two formats and the
+nodes' inputs and outputs (mirroring ComfyUI's /object_info, which the ComfyUI test tier checks
+against running servers) are in workflow_format.py, the card images in workflow_thumbnails.py.
 """
 from __future__ import annotations
 
@@ -24,26 +25,16 @@ import argparse
 import importlib.util
 import json
 import sys
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+if str(HERE) not in sys.path:  # the graph format and the card images live beside this script
+    sys.path.insert(0, str(HERE))
 
+from workflow_format import Graph, Node, Out  # noqa: E402
+from workflow_thumbnails import thumbnail  # noqa: E402
 
-def pack_identity() -> dict:
-    """{'cnr_id', 'ver'} of this pack, from pyproject.toml (the registry id and version)."""
-    import re
-
-    text = (REPO / "pyproject.toml").read_text()
-    project = text.split("[project]", 1)[1].split("\n[", 1)[0]
-    name = re.search(r'^name\s*=\s*"([^"]+)"', project, re.M).group(1)
-    version = re.search(r'^version\s*=\s*"([^"]+)"', project, re.M).group(1)
-    return {"cnr_id": name, "ver": version}
-
-
-PACK = pack_identity()
 
 SD15_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 SD15_URL = ("https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
@@ -64,85 +55,19 @@ CLIP_G = "clip_g.safetensors"
 CLIP_G_URL = "https://huggingface.co/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/text_encoders/clip_g.safetensors"
 SD35_CHECKPOINT = "sd3.5_medium.safetensors"
 SD35_URL = "https://huggingface.co/stabilityai/stable-diffusion-3.5-medium/resolve/main/sd3.5_medium.safetensors"
+# Chroma and Qwen-Image: the files their ComfyUI templates load (Chroma1-HD: lodestones' release,
+# with Flux's T5-XXL and VAE; Qwen-Image: Comfy-Org's repackaged split files)
+CHROMA_MODEL = "Chroma1-HD.safetensors"
+CHROMA_URL = "https://huggingface.co/lodestones/Chroma1-HD/resolve/main/Chroma1-HD.safetensors"
+QWEN_REPO = "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/"
+QWEN_MODEL = "qwen_image_fp8_e4m3fn.safetensors"
+QWEN_URL = QWEN_REPO + "diffusion_models/" + QWEN_MODEL
+QWEN_TEXT = "qwen_2.5_vl_7b_fp8_scaled.safetensors"
+QWEN_TEXT_URL = QWEN_REPO + "text_encoders/" + QWEN_TEXT
+QWEN_VAE = "qwen_image_vae.safetensors"
+QWEN_VAE_URL = QWEN_REPO + "vae/" + QWEN_VAE
+QWEN_SHIFT = 3.1  # ComfyUI's Qwen-Image template: ModelSamplingAuraFlow shift 3.1
 EXAMPLE_IMAGE = "example.png"  # ships in ComfyUI/input, so a fresh install can run the graph as is
-
-# Multi-type inputs, as /object_info names them (the types a link may bring, comma-separated).
-ONE_STYLE = "ZSTAR_INVERSION,ZSTAR_STYLE_RECORD"
-ANY_STYLE = "ZSTAR_INVERSION,ZSTAR_STYLE_RECORD,ZSTAR_STYLES"
-
-# type: (link inputs [(name, type, optional)], outputs [(name, type)], widgets [name], extra UI-only widget values)
-SPECS = {
-    "CheckpointLoaderSimple": ([], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], ["ckpt_name"], []),
-    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")], ["image"], ["image"]),
-    "ImageScale": ([("image", "IMAGE", False)], [("IMAGE", "IMAGE")],
-                   ["upscale_method", "width", "height", "crop"], []),
-    "VAEEncode": ([("pixels", "IMAGE", False), ("vae", "VAE", False)], [("LATENT", "LATENT")], [], []),
-    "VAEDecode": ([("samples", "LATENT", False), ("vae", "VAE", False)], [("IMAGE", "IMAGE")], [], []),
-    "CLIPTextEncode": ([("clip", "CLIP", False)], [("CONDITIONING", "CONDITIONING")], ["text"], []),
-    "SaveImage": ([("images", "IMAGE", False)], [], ["filename_prefix"], []),
-    "Canny": ([("image", "IMAGE", False)], [("IMAGE", "IMAGE")], ["low_threshold", "high_threshold"], []),
-    "ControlNetLoader": ([], [("CONTROL_NET", "CONTROL_NET")], ["control_net_name"], []),
-    "ControlNetApplyAdvanced": ([("positive", "CONDITIONING", False), ("negative", "CONDITIONING", False),
-                                 ("control_net", "CONTROL_NET", False), ("image", "IMAGE", False),
-                                 ("vae", "VAE", True)],
-                                [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
-                                ["strength", "start_percent", "end_percent"], []),
-    "ZStarDDIMInversion": ([("model", "MODEL", False), ("latent", "LATENT", False),
-                            ("conditioning", "CONDITIONING", True), ("clip", "CLIP", True)],
-                           [("inversion", "ZSTAR_INVERSION"), ("noise_latent", "LATENT")], ["steps"], []),
-    "ZStarAttentionPatch": ([("model", "MODEL", False)], [("MODEL", "MODEL")],
-                            ["style_strength", "style_self_strength", "layers", "start_step", "end_step",
-                             "style_positions"], []),
-    # issue 13: the rectified-flow transformers
-    "UNETLoader": ([], [("MODEL", "MODEL")], ["unet_name", "weight_dtype"], []),
-    "DualCLIPLoader": ([], [("CLIP", "CLIP")], ["clip_name1", "clip_name2", "type", "device"], []),
-    "TripleCLIPLoader": ([], [("CLIP", "CLIP")], ["clip_name1", "clip_name2", "clip_name3"], []),
-    "VAELoader": ([], [("VAE", "VAE")], ["vae_name"], []),
-    "FluxGuidance": ([("conditioning", "CONDITIONING", False)], [("CONDITIONING", "CONDITIONING")], ["guidance"], []),
-    "ZStarFlowInversion": ([("model", "MODEL", False), ("latent", "LATENT", False),
-                            ("conditioning", "CONDITIONING", True), ("clip", "CLIP", True)],
-                           [("inversion", "ZSTAR_INVERSION"), ("noise_latent", "LATENT")],
-                           ["steps", "solver", "guidance"], []),
-    "ZStarSampler": ([("model", "MODEL", False), ("content", "ZSTAR_INVERSION", False),
-                      ("style", ANY_STYLE, False), ("positive", "CONDITIONING", False),
-                      ("negative", "CONDITIONING", False), ("mask", "MASK", True)],
-                     [("stylized", "LATENT"), ("style_branch", "LATENT")],
-                     ["cfg", "content_anchor", "style_mode"], []),
-    # issue 6: several styles, fast mode, regions, style bank, style map
-    "ZStarStyleMix": ([("style_1", ONE_STYLE, False), ("style_2", ONE_STYLE, True), ("style_3", ONE_STYLE, True),
-                       ("style_4", ONE_STYLE, True)], [("styles", "ZSTAR_STYLES")],
-                      ["strength_1", "strength_2", "strength_3", "strength_4"], []),
-    "ZStarStyleRecord": ([("model", "MODEL", False), ("style", "ZSTAR_INVERSION", False),
-                          ("positive", "CONDITIONING", False), ("negative", "CONDITIONING", False)],
-                         [("style_record", "ZSTAR_STYLE_RECORD"), ("info", "STRING")],
-                         ["cfg", "layers", "start_step", "end_step"], []),
-    "ZStarStyleMap": ([("model", "MODEL", False), ("content", "ZSTAR_INVERSION", False), ("style", ANY_STYLE, False),
-                       ("positive", "CONDITIONING", False), ("negative", "CONDITIONING", False), ("mask", "MASK", True)],
-                      [("style_map", "IMAGE"), ("stylized", "LATENT"), ("share", "MASK")],
-                      ["cfg", "content_anchor", "style_mode", "layers", "start_step", "end_step"], []),
-    "ZStarSaveStyle": ([("inversion", "ZSTAR_INVERSION", True), ("record", "ZSTAR_STYLE_RECORD", True)],
-                       [("saved", "ZSTAR_STYLE_FILE")], ["name", "if_exists"], []),
-    "ZStarLoadStyle": ([("saved", "ZSTAR_STYLE_FILE", True)],
-                       [("inversion", "ZSTAR_INVERSION"), ("record", "ZSTAR_STYLE_RECORD"), ("info", "STRING")],
-                       ["style"], []),
-    "SolidMask": ([], [("MASK", "MASK")], ["value", "width", "height"], []),
-    "MaskComposite": ([("destination", "MASK", False), ("source", "MASK", False)], [("MASK", "MASK")],
-                      ["x", "y", "operation"], []),
-    "PreviewImage": ([("images", "IMAGE", False)], [], [], []),
-    "MarkdownNote": ([], [], ["text"], []),  # frontend-only: not in /object_info, not in the API twin
-}
-FRONTEND_ONLY = {"MarkdownNote", "Note"}
-SIZES = {"CheckpointLoaderSimple": (315, 98), "LoadImage": (274, 314), "ImageScale": (270, 130),
-         "VAEEncode": (210, 46), "VAEDecode": (210, 46), "CLIPTextEncode": (300, 100),
-         "SaveImage": (300, 330), "Canny": (270, 82), "ControlNetLoader": (330, 58),
-         "ControlNetApplyAdvanced": (300, 186), "ZStarDDIMInversion": (270, 118),
-         "ZStarAttentionPatch": (290, 178), "ZStarSampler": (290, 198), "MarkdownNote": (400, 260),
-         "ZStarStyleMix": (290, 250), "ZStarStyleRecord": (290, 200), "ZStarStyleMap": (290, 290),
-         "ZStarSaveStyle": (290, 106), "ZStarLoadStyle": (290, 106), "SolidMask": (270, 106),
-         "MaskComposite": (270, 130), "PreviewImage": (300, 330), "UNETLoader": (315, 82),
-         "DualCLIPLoader": (315, 130), "TripleCLIPLoader": (315, 106), "VAELoader": (315, 58),
-         "FluxGuidance": (270, 58), "ZStarFlowInversion": (270, 142)}
-
 
 def paper_preset():
     """zstar_attention/presets.py's PAPER_PRESET, loaded by file path: the package's __init__
@@ -164,146 +89,6 @@ PAPER = {"steps": PRESET.steps, "style_strength": PRESET.style_scale, "style_sel
          "layers": "auto", "start_step": PRESET.start_step, "end_step": PRESET.end_step, "cfg": 1.0,
          "content_anchor": PRESET.anchor, "style_mode": "replay", "style_positions": "auto",
          "solver": "euler", "guidance": 1.0}
-GRID_X, GRID_Y = 340, 150
-
-
-@dataclass(frozen=True)
-class Out:
-    node: "Node"
-    slot: int
-
-
-@dataclass
-class Node:
-    id: int
-    type: str
-    col: float
-    row: float
-    values: dict
-    title: str | None = None
-    models: list = field(default_factory=list)
-    color: tuple | None = None
-
-    def out(self, name_or_slot) -> Out:
-        outputs = SPECS[self.type][1]
-        if isinstance(name_or_slot, int):
-            return Out(self, name_or_slot)
-        return Out(self, [n for n, _ in outputs].index(name_or_slot))
-
-    @property
-    def pos(self):
-        return [round(self.col * GRID_X), round(self.row * GRID_Y)]
-
-
-class Graph:
-    def __init__(self, name: str, description: str):
-        self.name, self.description = name, description
-        self.nodes: list[Node] = []
-
-    def add(self, type_: str, col: float, row: float, title: str | None = None, models=(), color=None, **values) -> Node:
-        if type_ not in SPECS:
-            raise KeyError(f"{type_}: add its inputs/outputs to SPECS")
-        link_names = {n for n, _, _ in SPECS[type_][0]}
-        widget_names = set(SPECS[type_][2])
-        unknown = set(values) - link_names - widget_names
-        if unknown:
-            raise KeyError(f"{type_}: unknown inputs {sorted(unknown)}")
-        node = Node(len(self.nodes) + 1, type_, col, row, values, title, list(models), color)
-        self.nodes.append(node)
-        return node
-
-    # -- derived
-    def links(self) -> list[tuple]:
-        """[(link id, src node, src slot, dst node, dst slot, type)] in input order."""
-        result = []
-        for node in self.nodes:
-            for slot, (name, type_, _) in enumerate(SPECS[node.type][0]):
-                value = node.values.get(name)
-                if isinstance(value, Out):
-                    src_type = SPECS[value.node.type][1][value.slot][1]
-                    if src_type not in type_.split(","):  # a multi-type input lists what it takes
-                        raise TypeError(f"{self.name}: {value.node.type}.{value.slot} ({src_type}) → "
-                                        f"{node.type}.{name} ({type_})")
-                    result.append((len(result) + 1, value.node.id, value.slot, node.id, slot, src_type))
-        return result
-
-    def order(self) -> dict[int, int]:
-        """Topological execution order, as the frontend stores it in 'order'."""
-        deps = {n.id: {v.node.id for v in n.values.values() if isinstance(v, Out)} for n in self.nodes}
-        order, done = {}, set()
-        while len(done) < len(self.nodes):
-            ready = [n.id for n in self.nodes if n.id not in done and deps[n.id] <= done]
-            if not ready:
-                raise ValueError(f"{self.name}: the graph has a cycle")
-            for nid in ready:
-                order[nid] = len(order)
-                done.add(nid)
-        return order
-
-    def ui(self) -> dict:
-        links = self.links()
-        order = self.order()
-        nodes = []
-        for node in self.nodes:
-            link_inputs, outputs, widgets, extra = SPECS[node.type]
-            inputs = []
-            for slot, (name, type_, optional) in enumerate(link_inputs):
-                link = next((l[0] for l in links if l[3] == node.id and l[4] == slot), None)
-                entry = {"name": name, "type": type_, "link": link}
-                if optional:
-                    entry["shape"] = 7
-                inputs.append(entry)
-            outs = []
-            for slot, (name, type_) in enumerate(outputs):
-                ids = [l[0] for l in links if l[1] == node.id and l[2] == slot]
-                outs.append({"name": name, "type": type_, "slot_index": slot, "links": ids or None})
-            props = {} if node.type in FRONTEND_ONLY else {"Node name for S&R": node.type}
-            if node.type.startswith("ZStar"):
-                props.update(PACK)
-            if node.models:
-                props["models"] = node.models
-            item = {"id": node.id, "type": node.type, "pos": node.pos, "size": list(SIZES[node.type]),
-                    "flags": {}, "order": order[node.id], "mode": 0, "inputs": inputs, "outputs": outs}
-            if node.title:
-                item["title"] = node.title
-            item["properties"] = props
-            item["widgets_values"] = [node.values[w] for w in widgets] + list(extra)
-            if node.color:
-                item["color"], item["bgcolor"] = node.color
-            nodes.append(item)
-        return {
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-zstar/workflows/{self.name}")),
-            "revision": 0,
-            "last_node_id": len(self.nodes),
-            "last_link_id": len(links),
-            "nodes": nodes,
-            "links": [list(l) for l in links],
-            "groups": [],
-            "config": {},
-            "extra": {"ds": {"scale": 0.75, "offset": [60, 40]}},
-            "version": 0.4,
-        }
-
-    def api(self) -> dict:
-        prompt = {}
-        for node in self.nodes:
-            if node.type in FRONTEND_ONLY:
-                continue
-            link_inputs, _, widgets, _ = SPECS[node.type]
-            inputs = {}
-            for name, _, _ in link_inputs:
-                value = node.values.get(name)
-                if isinstance(value, Out):
-                    inputs[name] = [str(value.node.id), value.slot]
-            for w in widgets:
-                inputs[w] = node.values[w]
-            # ComfyUI orders inputs as /object_info does: the spec order of links and widgets mixed;
-            # order is irrelevant to the API, sorted by the node's declared order for readability.
-            declared = [n for n, _, _ in link_inputs] + widgets
-            prompt[str(node.id)] = {"inputs": {k: inputs[k] for k in declared if k in inputs},
-                                    "class_type": node.type,
-                                    "_meta": {"title": node.title or node.type}}
-        return prompt
 
 
 # --------------------------------------------------------------------------- the graphs
@@ -572,6 +357,25 @@ def flow_core(g: Graph, model: Out, vae: Out, empty: Node, positive: Out):
                                empty.out("CONDITIONING"), at=(4, 1.4), decode_at=(5, 0.0), save_at=(5, 0.8))
 
 
+def transformer_loaders(g: Graph, model: tuple, clip: tuple, vae: tuple) -> tuple[Node, Node, Node]:
+    """Load Diffusion Model, a text-encoder loader, Load VAE and the empty prompt, each loader naming
+    its files and their links for the templates menu: how the Flux, Chroma and Qwen-Image graphs
+    open. model and vae: (title, file, url); clip: (node type, title, [(file, url)], its widgets).
+    Returns the model and VAE loaders and the empty prompt."""
+    def loader(type_, col, row, title, files, directory, **values):
+        return g.add(type_, col, row, title=title, color=LOADER_COLOR,
+                     models=[{"name": name, "url": url, "directory": directory} for name, url in files], **values)
+
+    title, name, url = model
+    unet = loader("UNETLoader", 0, 0, title, [(name, url)], "diffusion_models", unet_name=name, weight_dtype="default")
+    clip_type, clip_title, clip_files, widgets = clip
+    text = loader(clip_type, 0, 0.75, clip_title, clip_files, "text_encoders", **widgets)
+    title, name, url = vae
+    vae_node = loader("VAELoader", 1, 0, title, [(name, url)], "vae", vae_name=name)
+    empty = g.add("CLIPTextEncode", 1, 0.9, title="Empty prompt", clip=text.out("CLIP"), text="")
+    return unet, vae_node, empty
+
+
 def flux() -> Graph:
     g = Graph("zstar_flux", "Z* style transfer on Flux.1-dev (rectified flow): content photo in the style of a painting")
     g.add("MarkdownNote", -1.35, 0, color=NOTE_COLOR, text=(
@@ -586,16 +390,11 @@ def flux() -> Graph:
         "keep their inversion's. These defaults have not been tuned on Flux's trained weights: try "
         "`style_strength` 1.0–1.6 and the layers (0-18 double, 19-56 single blocks).").format(
             flux=FLUX_URL, clip_l=CLIP_L_URL, t5=T5XXL_URL, ae=FLUX_VAE_URL))
-    unet = g.add("UNETLoader", 0, 0, title="Load Diffusion Model (Flux.1-dev)", color=LOADER_COLOR,
-                 models=[{"name": FLUX_MODEL, "url": FLUX_URL, "directory": "diffusion_models"}],
-                 unet_name=FLUX_MODEL, weight_dtype="default")
-    clip = g.add("DualCLIPLoader", 0, 0.75, title="Load CLIP (Flux)", color=LOADER_COLOR,
-                 models=[{"name": CLIP_L, "url": CLIP_L_URL, "directory": "text_encoders"},
-                         {"name": T5XXL, "url": T5XXL_URL, "directory": "text_encoders"}],
-                 clip_name1=CLIP_L, clip_name2=T5XXL, type="flux", device="default")
-    vae = g.add("VAELoader", 1, 0, title="Load VAE (Flux)", color=LOADER_COLOR,
-                models=[{"name": FLUX_VAE, "url": FLUX_VAE_URL, "directory": "vae"}], vae_name=FLUX_VAE)
-    empty = g.add("CLIPTextEncode", 1, 0.9, title="Empty prompt", clip=clip.out("CLIP"), text="")
+    unet, vae, empty = transformer_loaders(
+        g, ("Load Diffusion Model (Flux.1-dev)", FLUX_MODEL, FLUX_URL),
+        ("DualCLIPLoader", "Load CLIP (Flux)", [(CLIP_L, CLIP_L_URL), (T5XXL, T5XXL_URL)],
+         dict(clip_name1=CLIP_L, clip_name2=T5XXL, type="flux", device="default")),
+        ("Load VAE (Flux)", FLUX_VAE, FLUX_VAE_URL))
     guide = g.add("FluxGuidance", 2, 0.9, title="Flux Guidance (content)", conditioning=empty.out("CONDITIONING"),
                   guidance=2.0)
     flow_core(g, unet.out("MODEL"), vae.out("VAE"), empty, guide.out("CONDITIONING"))
@@ -629,73 +428,56 @@ def sd35() -> Graph:
     return g
 
 
-GRAPHS = [basic, controlnet, batch, multi_style, regions, fast_mode, style_bank, style_map, flux, sd35]
+def chroma() -> Graph:
+    g = Graph("zstar_chroma", "Z* style transfer on Chroma (rectified flow, real CFG): content photo in the style of a painting")
+    g.add("MarkdownNote", -1.35, 0, color=NOTE_COLOR, text=(
+        "## Z* on Chroma\n\n"
+        "Models: [Chroma1-HD]({chroma}) in `models/diffusion_models`, [t5xxl_fp16]({t5}) in "
+        "`models/text_encoders`, [ae]({ae}) (Flux's VAE) in `models/vae`.\n\n"
+        "Chroma runs Flux.1's blocks without the guidance embedding, so the layers are Flux's (0-18 double, "
+        "19-56 single blocks) and `auto` is FireFlow's Flux choice, single blocks 20-37 (transferred: none is "
+        "published for Chroma). Both images are inverted with the flow ODE (**Z\\* Flow Inversion**; its "
+        "`guidance` does not apply). CFG 1 with the empty prompt, as the paper; raise `cfg` (Chroma's "
+        "template uses 4) with a negative prompt if you add a prompt.\n\n"
+        "Not tuned on Chroma's trained weights: try `style_strength` 1.0–1.6 and other layers.").format(
+            chroma=CHROMA_URL, t5=T5XXL_URL, ae=FLUX_VAE_URL))
+    unet, vae, empty = transformer_loaders(
+        g, ("Load Diffusion Model (Chroma)", CHROMA_MODEL, CHROMA_URL),
+        ("CLIPLoader", "Load CLIP (T5-XXL)", [(T5XXL, T5XXL_URL)], dict(clip_name=T5XXL, type="chroma", device="default")),
+        ("Load VAE (Flux)", FLUX_VAE, FLUX_VAE_URL))
+    flow_core(g, unet.out("MODEL"), vae.out("VAE"), empty, empty.out("CONDITIONING"))
+    return g
 
 
-# --------------------------------------------------------------------------- thumbnails
+def qwen_image() -> Graph:
+    g = Graph("zstar_qwen_image", "Z* style transfer on Qwen-Image (rectified flow, real CFG): content photo in the style of a painting")
+    g.add("MarkdownNote", -1.35, 0, color=NOTE_COLOR, text=(
+        "## Z* on Qwen-Image\n\n"
+        "Models (as ComfyUI's own Qwen-Image template): [qwen_image_fp8_e4m3fn]({model}) in "
+        "`models/diffusion_models`, [qwen_2.5_vl_7b_fp8_scaled]({text}) in `models/text_encoders`, "
+        "[qwen_image_vae]({vae}) in `models/vae`. **ModelSamplingAuraFlow** shift {shift} as the template; "
+        "the inversions and the sampler must share it.\n\n"
+        "Both images are inverted with the flow ODE (**Z\\* Flow Inversion**). While the content is denoised "
+        "again, blocks 30-59 (`layers` auto: the second half, our choice; no injection preset is published "
+        "for Qwen-Image) let the content's image tokens look at the style's image tokens, style logits × λ, "
+        "the style's rotary positions moved off the content's grid (`style_positions` auto = shifted). CFG 1 "
+        "with the empty prompt, as the paper.\n\n"
+        "Qwen-Image-Edit's reference images are not supported with Z* (refused by name). Not tuned on "
+        "Qwen-Image's trained weights: try `style_strength` 1.0–1.6 and other layers (0-59).").format(
+            model=QWEN_URL, text=QWEN_TEXT_URL, vae=QWEN_VAE_URL, shift=QWEN_SHIFT))
+    unet, vae, empty = transformer_loaders(
+        g, ("Load Diffusion Model (Qwen-Image)", QWEN_MODEL, QWEN_URL),
+        ("CLIPLoader", "Load CLIP (Qwen2.5-VL)", [(QWEN_TEXT, QWEN_TEXT_URL)],
+         dict(clip_name=QWEN_TEXT, type="qwen_image", device="default")),
+        ("Load VAE (Qwen-Image)", QWEN_VAE, QWEN_VAE_URL))
+    shift = g.add("ModelSamplingAuraFlow", 2, 0, title="ModelSamplingAuraFlow", model=unet.out("MODEL"),
+                  shift=QWEN_SHIFT)
+    flow_core(g, shift.out("MODEL"), vae.out("VAE"), empty, empty.out("CONDITIONING"))
+    return g
 
-CATEGORY_COLORS = {"ZStar": (214, 120, 40), "Load": (90, 98, 120), "Image": (60, 120, 170), "Canny": (60, 120, 170),
-                   "ControlNet": (130, 80, 160), "VAE": (70, 140, 90), "CLIP": (150, 140, 60), "Save": (40, 150, 110)}
-SHORT = {"CheckpointLoaderSimple": "Model", "LoadImage": "Image", "ImageScale": "Scale", "VAEEncode": "Encode", "VAEDecode": "Decode", "CLIPTextEncode": "Prompt", "SaveImage": "Save",
-         "Canny": "Canny", "ControlNetLoader": "CNet", "ControlNetApplyAdvanced": "Apply",
-         "ZStarDDIMInversion": "Invert", "ZStarAttentionPatch": "Patch", "ZStarSampler": "Z*",
-         "ZStarStyleMix": "Mix", "ZStarStyleRecord": "Record", "ZStarStyleMap": "Map", "ZStarSaveStyle": "Save",
-         "ZStarLoadStyle": "Load", "SolidMask": "Mask", "MaskComposite": "Mask", "PreviewImage": "Preview",
-         "UNETLoader": "Model", "DualCLIPLoader": "CLIP", "TripleCLIPLoader": "CLIP", "VAELoader": "VAE",
-         "FluxGuidance": "Guide", "ZStarFlowInversion": "Invert"}
 
-
-def _color(type_: str):
-    for prefix, color in CATEGORY_COLORS.items():
-        if type_.startswith(prefix):
-            return color
-    return (110, 110, 110)
-
-
-def thumbnail(g: Graph, path: Path, size: int = 256):
-    """A 256 px diagram of the graph: nodes as boxes, links as lines, Z* nodes in orange."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    nodes = [n for n in g.nodes if n.type not in FRONTEND_ONLY]
-    img = Image.new("RGB", (size, size), (32, 33, 38))
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    title = {"zstar_basic": "Z* style transfer", "zstar_controlnet": "Z* + ControlNet",
-             "zstar_batch": "Z* batch", "zstar_multi_style": "Z* two styles", "zstar_regions": "Z* style in a region",
-             "zstar_fast_mode": "Z* fast mode", "zstar_style_bank": "Z* style bank",
-             "zstar_style_map": "Z* style map"}.get(g.name, g.name)
-    draw.text((8, 6), title, fill=(240, 240, 240), font=font)
-    xs = [n.col for n in nodes]
-    ys = [n.row for n in nodes]
-    margin, top = 10, 26
-    bw, bh = 38, 16
-
-    def place(n):
-        x = margin + (n.col - min(xs)) / max(1e-6, max(xs) - min(xs)) * (size - 2 * margin - bw)
-        y = top + (n.row - min(ys)) / max(1e-6, max(ys) - min(ys)) * (size - top - margin - bh)
-        return x, y
-
-    centers = {n.id: place(n) for n in nodes}
-    dim = {"MODEL", "CLIP", "VAE", "CONDITIONING", "CONTROL_NET"}
-    for layer in ("dim", "flow", "zstar"):  # plumbing first, the image flow on top
-        for _, src, _, dst, _, type_ in g.links():
-            kind = "zstar" if type_.startswith("ZSTAR_") else "dim" if type_ in dim else "flow"
-            if kind != layer:
-                continue
-            (x0, y0), (x1, y1) = centers[src], centers[dst]
-            color = {"zstar": (240, 150, 60), "dim": (70, 73, 84), "flow": (150, 155, 170)}[kind]
-            xm = (x0 + bw + x1) / 2
-            draw.line([(x0 + bw, y0 + bh / 2), (xm, y0 + bh / 2), (xm, y1 + bh / 2), (x1, y1 + bh / 2)],
-                      fill=color, width=2 if kind == "zstar" else 1)
-    for n in nodes:
-        x, y = centers[n.id]
-        draw.rounded_rectangle([x, y, x + bw, y + bh], radius=3, fill=_color(n.type), outline=(20, 20, 20))
-        label = SHORT.get(n.type, n.type)
-        while label and draw.textlength(label, font=font) > bw - 3:
-            label = label[:-1]
-        draw.text((x + 2, y + 3), label, fill=(255, 255, 255), font=font)
-    draw.text((8, size - 14), "comfyui-zstar", fill=(150, 150, 160), font=font)
-    img.save(path, "JPEG", quality=88)
+GRAPHS = [basic, controlnet, batch, multi_style, regions, fast_mode, style_bank, style_map, flux, sd35, chroma,
+          qwen_image]
 
 
 # --------------------------------------------------------------------------- main

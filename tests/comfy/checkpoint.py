@@ -261,12 +261,7 @@ def flux_layout() -> dict[str, tuple[int, ...]]:
     import comfy.ops
     import comfy.supported_models
 
-    config = flux_unet_config()
-    with torch.device("meta"):
-        net = comfy.ldm.flux.model.Flux(**config, operations=comfy.ops.disable_weight_init, device="meta")
-    layout = _shapes(net)
-    _expect_detected(layout, "", comfy.supported_models.Flux, config, "Flux file")
-    return layout
+    return _checked_layout(comfy.ldm.flux.model.Flux, flux_unet_config(), comfy.supported_models.Flux, "Flux file")
 
 
 def sd35_layout() -> dict[str, tuple[int, ...]]:
@@ -293,6 +288,19 @@ def _detected_config(probe: dict[str, tuple[int, ...]], image_model: str) -> dic
     return config
 
 
+def _checked_layout(network_cls, config: dict, config_cls, what: str) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of `network_cls(**config)` built on the meta device, after checking that this
+    host's detection takes those keys as `config_cls` with `config`'s sizes."""
+    import torch
+    import comfy.ops
+
+    with torch.device("meta"):
+        net = network_cls(**config, operations=comfy.ops.disable_weight_init, device="meta")
+    layout = _shapes(net)
+    _expect_detected(layout, "", config_cls, config, what)
+    return layout
+
+
 def chroma_layout() -> dict[str, tuple[int, ...]]:
     """{key: shape} of a Chroma diffusion model (Chroma1-HD's keys, no prefix): 1 double + 1 single
     block (real: 19 + 38) at the width every host fixes (24 heads × 128 = 3072, the approximator's
@@ -306,11 +314,7 @@ def chroma_layout() -> dict[str, tuple[int, ...]]:
              "distilled_guidance_layer.norms.0.scale": (5120,),
              "double_blocks.0.img_attn.norm.key_norm.scale": (128,), "single_blocks.0.norm.key_norm.scale": (128,)}
     config = _detected_config(probe, "chroma")
-    with torch.device("meta"):
-        net = comfy.ldm.chroma.model.Chroma(**config, operations=comfy.ops.disable_weight_init, device="meta")
-    layout = _shapes(net)
-    _expect_detected(layout, "", comfy.supported_models.Chroma, config, "Chroma file")
-    return layout
+    return _checked_layout(comfy.ldm.chroma.model.Chroma, config, comfy.supported_models.Chroma, "Chroma file")
 
 
 def qwen_image_layout() -> dict[str, tuple[int, ...]]:
@@ -324,12 +328,8 @@ def qwen_image_layout() -> dict[str, tuple[int, ...]]:
     probe = {"txt_norm.weight": (QWEN25_7B_WIDTH,), "img_in.weight": (FLUX_WIDTH, 64),
              "transformer_blocks.0.attn.to_q.weight": (FLUX_WIDTH, FLUX_WIDTH)}
     config = _detected_config(probe, "qwen_image")
-    with torch.device("meta"):
-        net = comfy.ldm.qwen_image.model.QwenImageTransformer2DModel(
-            **config, operations=comfy.ops.disable_weight_init, device="meta")
-    layout = _shapes(net)
-    _expect_detected(layout, "", comfy.supported_models.QwenImage, config, "Qwen-Image file")
-    return layout
+    return _checked_layout(comfy.ldm.qwen_image.model.QwenImageTransformer2DModel, config,
+                           comfy.supported_models.QwenImage, "Qwen-Image file")
 
 
 def chroma_diffusion_model(directory: Path | None = None, seed: int = 0) -> Path:

@@ -1,5 +1,8 @@
 """The rectified-flow model files of checkpoint.py through ComfyUI's stock loaders and nodes.
 
+Chroma and Qwen-Image too: each random file of the real layout (UNETLoader) is detected as its
+family by the host, samples one plain KSampler step, and runs Z* (flow inversion, patch, sampler).
+
 ComfyUI must take each random file for the family it imitates, by its own detection: the Flux.1-dev
 diffusion model (UNETLoader) as comfy.supported_models.Flux with the guidance embedding, the
 SD3.5-Medium-like checkpoint (CheckpointLoaderSimple) as comfy.supported_models.SD3 with its MMDiT-X
@@ -47,6 +50,14 @@ def files():
 
 
 @pytest.fixture(scope="module")
+def family_files(files):
+    """The Chroma and Qwen-Image files, in the diffusion-model folder beside the Flux file."""
+    paths = {"chroma": checkpoint.chroma_diffusion_model(), "qwen_image": checkpoint.qwen_image_diffusion_model()}
+    assert {p.parent for p in paths.values()} == {files["diffusion_models"].parent}
+    return paths
+
+
+@pytest.fixture(scope="module")
 def loaded(files):
     """Every file loaded by its stock loader node, from model folders that hold only the test files."""
     with pytest.MonkeyPatch.context() as mp:
@@ -63,6 +74,8 @@ def loaded(files):
                 "clip_l": out(comfy_nodes.CLIPLoader().load_clip(files["text_encoders"].name, "stable_diffusion"))[0],
                 "flux_clip_type": flux_clip_type,
                 "flux_clip": out(comfy_nodes.CLIPLoader().load_clip(files["text_encoders"].name, flux_clip_type))[0],
+                # Chroma's T5-XXL width: CLIP-L zero-padded to 4096 by SD3's text encoder
+                "sd3_clip": out(comfy_nodes.CLIPLoader().load_clip(files["text_encoders"].name, "sd3"))[0],
             }
     yield models
     models.clear()
@@ -134,3 +147,89 @@ def test_flux_samples(loaded):
 def test_sd35_samples(loaded):
     patcher, _, vae = loaded["sd35"]
     sample_and_decode(patcher, loaded["clip_l"], vae, cfg=2.0)
+
+
+@pytest.fixture(scope="module")
+def family_models(loaded, family_files):
+    """Chroma and Qwen-Image as UNETLoader loads them (the folder is the one `loaded` points at)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(folder_paths, "filename_list_cache", {})
+        mp.setitem(folder_paths.folder_names_and_paths, "diffusion_models",
+                   ([str(family_files["chroma"].parent)], folder_paths.folder_names_and_paths["diffusion_models"][1]))
+        with torch.inference_mode():
+            found = {name: out(comfy_nodes.UNETLoader().load_unet(path.name, "default"))[0]
+                     for name, path in family_files.items()}
+    yield found
+    found.clear()
+    gc.collect()
+    comfy.model_management.cleanup_models()
+
+
+def test_family_files_detected_as_chroma_and_qwen_image(family_models):
+    from comfyui_zstar.zstar_runtime.families import CHROMA, QWEN_IMAGE, describe
+
+    chroma = family_models["chroma"]
+    assert type(chroma.model.model_config) is comfy.supported_models.Chroma
+    assert isinstance(chroma.model.model_sampling, comfy.model_sampling.CONST)
+    net = chroma.model.diffusion_model
+    assert (net.hidden_size, net.num_heads, len(net.double_blocks), len(net.single_blocks)) == (3072, 24, 1, 1)
+    assert not hasattr(net, "guidance_in") and net.txt_in.weight.shape[1] == checkpoint.T5XXL_WIDTH
+    info = describe(chroma)
+    assert info.family is CHROMA and info.default_layers == "1-1" and not CHROMA.takes_guidance(chroma)
+    qwen = family_models["qwen_image"]
+    assert type(qwen.model.model_config) is comfy.supported_models.QwenImage
+    assert isinstance(qwen.model.model_sampling, comfy.model_sampling.CONST)
+    assert qwen.model.latent_format.latent_dimensions == 3  # Wan 2.1 latents: (B, 16, 1, H, W)
+    net = qwen.model.diffusion_model
+    assert (net.inner_dim, len(net.transformer_blocks), net.txt_in.weight.shape[1]) == (3072, 1, checkpoint.QWEN25_7B_WIDTH)
+    info = describe(qwen)
+    assert info.family is QWEN_IMAGE and info.default_layers == "0-0"
+
+
+def qwen_conditioning(seed: int):
+    """What Qwen-Image's text encoder (Qwen2.5-VL-7B, too big for this CPU) hands the sampler: 3584-wide tokens."""
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, 8, checkpoint.QWEN25_7B_WIDTH, generator=gen), {}]]
+
+
+def test_chroma_samples(loaded, family_models):
+    sample_and_decode(family_models["chroma"], loaded["sd3_clip"], loaded["vae"], cfg=2.0)
+
+
+def test_qwen_image_samples(family_models):
+    latent = out(EmptySD3LatentImage.execute(SIZE, SIZE, 1))[0]
+    samples = out(comfy_nodes.KSampler().sample(family_models["qwen_image"], 0, 1, 2.0, "euler", "simple",
+                                                qwen_conditioning(1), qwen_conditioning(2), latent, 1.0))[0]
+    assert samples["samples"].shape == (1, 16, 1, SIZE // 8, SIZE // 8)  # the host's one-frame latent
+    assert torch.isfinite(samples["samples"]).all() and samples["samples"].std() > 0
+
+
+@pytest.mark.parametrize("name", ["chroma", "qwen_image"])
+def test_zstar_runs_on_the_loaded_file(loaded, family_models, name):
+    """Z* Flow Inversion (content, style) → Z* Attention Patch → Z* Sampler on the stock-loaded file,
+    one step (a Chroma call at the real width costs ~3 s on this CPU, most of it the approximator):
+    a stylized latent of the content's shape, finite, and not what λ = 0 gives."""
+    import harness
+
+    harness.load_pack()
+    from comfyui_zstar.nodes.flow_inversion import ZStarFlowInversion
+    from comfyui_zstar.nodes.patch import ZStarAttentionPatch
+    from comfyui_zstar.nodes.sampler import ZStarSampler
+
+    model = family_models[name]
+    if name == "chroma":
+        cond = out(comfy_nodes.CLIPTextEncode().encode(loaded["sd3_clip"], ""))[0]
+        shape = (1, 16, SIZE // 8, SIZE // 8)
+    else:
+        cond = qwen_conditioning(1)
+        shape = (1, 16, 1, SIZE // 8, SIZE // 8)
+    gen = torch.Generator().manual_seed(0)
+    content, style = ({"samples": torch.randn(shape, generator=gen)} for _ in range(2))
+    inv_c = out(ZStarFlowInversion.execute(model, content, 1, "euler", 1.0, cond))[0]
+    inv_s = out(ZStarFlowInversion.execute(model, style, 1, "euler", 1.0, cond))[0]
+    runs = {}
+    for strength in (0.0, 1.5):
+        patched = out(ZStarAttentionPatch.execute(model, strength, 0.0, "auto", 0, 1))[0]
+        runs[strength] = out(ZStarSampler.execute(patched, inv_c, inv_s, cond, cond, 1.0, 0.0, "replay"))[0]["samples"]
+    assert runs[1.5].shape == shape and torch.isfinite(runs[1.5]).all()
+    assert not torch.equal(runs[1.5], runs[0.0])

@@ -34,7 +34,8 @@ from zstar_server import ZStarServer, make_test_image, runner, small_prompt  # n
 BASIC = json.loads((REPO / "example_workflows" / "api" / "zstar_basic.json").read_text())
 INTERRUPT_STEPS = 4  # the interrupt lands after step 1 of 4: seconds per step on a CPU, so always mid-node
 RUN_STEPS = 2        # the long run: one plain step and one Z* step per run
-RUNS = 14  # first 5 vs last 5 runs, 4 between: any model-sized leak (GBs, see below) shows in one run
+RUNS = 10  # first 4 vs last 4 runs, 2 between: any model-sized leak (GBs, see below) shows in one run
+WINDOW = 4
 # RSS tolerance for "no growth": last-5 mean ≤ first-5 mean + this. A real leak in this
 # pipeline keeps tensors or model copies: one fp32 copy of the U-Net is 3.4 GB, one
 # ModelPatcher clone's patched weights the same; an inversion at 64 px is only KBs, so those are
@@ -156,8 +157,8 @@ def test_long_running_server_memory_and_determinism(comfy_server, image_files):
         rss.append(proc.memory_info().rss / 2**20)
     print(f"\nRSS after each of {RUNS} runs (MB): " + ", ".join(f"{r:.0f}" for r in rss))
     print(f"seconds per run: " + ", ".join(f"{s:.1f}" for s in seconds))
-    first, last = sum(rss[:5]) / 5, sum(rss[-5:]) / 5
-    print(f"first-5 mean {first:.0f} MB, last-5 mean {last:.0f} MB, growth {last - first:+.0f} MB "
+    first, last = sum(rss[:WINDOW]) / WINDOW, sum(rss[-WINDOW:]) / WINDOW
+    print(f"first-{WINDOW} mean {first:.0f} MB, last-{WINDOW} mean {last:.0f} MB, growth {last - first:+.0f} MB "
           f"(tolerance {RSS_TOLERANCE_MB} MB)")
     assert last <= first + RSS_TOLERANCE_MB, f"RSS grew {last - first:.0f} MB over {RUNS} runs: {rss}"
     for parity, runs in images.items():

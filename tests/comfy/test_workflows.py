@@ -283,6 +283,8 @@ def test_changing_only_style_strength_reuses_both_inversions(comfy_server, test_
 def test_api_workflow_runs_and_saves_finite_images(comfy_server, test_images, api_path):
     import numpy as np
 
+    if api_path.stem in zstar_server.NOT_RUN:
+        pytest.skip(f"{api_path.stem} is not run: {zstar_server.NOT_RUN[api_path.stem]}")
     prompt = small_prompt(load(api_path), test_images["content"], test_images["styles"],
                           prefix=f"tests/{api_path.stem}")
     assert runner.zstar_samplers(prompt), f"{api_path.name} has no Z* node taking a content and a style"

@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 ZSTAR_NODES = ("ZStarDDIMInversion", "ZStarAttentionPatch", "ZStarSampler")
 PACK_NAME = "comfyui-zstar"
 STEPS = 3      # DDIM steps the tests run (the workflows say 30)
+CHROMA_STEPS = 2  # the real-width Chroma file costs ~3 s per image row and call here (its modulation approximator)
 SIZE = 64      # test images are SIZE×SIZE pixels (8×8 latents)
 # The random models are linked under the names the example workflows use.
 CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
@@ -44,7 +45,15 @@ CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
 # Flux.1-dev / SD3.5 workflows: small random models of the real layouts under the real file names
 FLUX_MODEL, FLUX_VAE, SD35_CHECKPOINT, CLIP_L = ("flux1-dev.safetensors", "ae.safetensors", "sd3.5_medium.safetensors",
                                                  "clip_l.safetensors")
-FULL_SIZE_TEXT_ENCODERS = ("t5xxl_fp16.safetensors", "clip_g.safetensors")  # T5-XXL (4.7B) cannot run here
+T5XXL = "t5xxl_fp16.safetensors"
+FULL_SIZE_TEXT_ENCODERS = (T5XXL, "clip_g.safetensors")  # T5-XXL (4.7B) cannot run here
+# Chroma / Qwen-Image workflows (example_workflows/build.py names the files of their templates)
+CHROMA_MODEL, QWEN_MODEL = "Chroma1-HD.safetensors", "qwen_image_fp8_e4m3fn.safetensors"
+QWEN_TEXT, QWEN_VAE = "qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image_vae.safetensors"
+# Workflows the tests open, check and convert but do not run, with the reason.
+NOT_RUN = {"zstar_qwen_image": "its text encoder, Qwen2.5-VL-7B, is the only one of Qwen-Image's 3584 width and "
+                               "cannot run on this CPU (tests/comfy/test_dit_checkpoints.py runs the random "
+                               "Qwen-Image file, stock-loaded, with Z* on conditioning tensors of that width)"}
 # city96's ComfyUI-GGUF (Apache-2.0), installed into the test server when its archive is there
 GGUF_PACK_ENV = "ZSTAR_GGUF_PACK"
 GGUF_PACKS = REPO.parent / "shared" / "packs"
@@ -121,7 +130,11 @@ def prepare_base(base: Path) -> Path:
                               ("diffusion_models", FLUX_MODEL, checkpoint.flux_diffusion_model()),
                               ("vae", FLUX_VAE, checkpoint.flux_vae()),
                               ("checkpoints", SD35_CHECKPOINT, checkpoint.sd35_checkpoint()),
+                              ("diffusion_models", CHROMA_MODEL, checkpoint.chroma_diffusion_model()),
+                              ("diffusion_models", QWEN_MODEL, checkpoint.qwen_image_diffusion_model()),
                               ("text_encoders", CLIP_L, clip_l),
+                              # listed so the Qwen-Image workflow's loaders find its names; never run (NOT_RUN)
+                              ("text_encoders", QWEN_TEXT, clip_l), ("vae", QWEN_VAE, checkpoint.flux_vae()),
                               # listed so the workflows' loaders find every name; never loaded: the
                               # tests load CLIP-L alone in their place (see swap_text_encoders)
                               *(("text_encoders", name, clip_l) for name in FULL_SIZE_TEXT_ENCODERS)):
@@ -261,8 +274,8 @@ def image_roles(prompt: dict) -> tuple[list[str], list[str]]:
 
 
 def text_encoder_swap(prompt: dict) -> dict:
-    """{node id: the CLIPLoader inputs that replace it}: the workflows' Dual/Triple CLIP loaders
-    (T5-XXL and CLIP-G, far too big for a CPU test) become CLIP-L alone, loaded the stock way
+    """{node id: the CLIPLoader inputs that replace it}: the workflows' Dual/Triple CLIP loaders and
+    T5-XXL loaders (T5-XXL and CLIP-G, far too big for a CPU test) become CLIP-L alone, loaded the stock way
     under the type that conditions the random model of the same workflow (checkpoint.py)."""
     import checkpoint
 
@@ -272,14 +285,20 @@ def text_encoder_swap(prompt: dict) -> dict:
             swap[nid] = {"clip_name": CLIP_L, "type": checkpoint.flux_text_encoder_type(), "device": "default"}
         elif node["class_type"] == "TripleCLIPLoader":  # SD3.5
             swap[nid] = {"clip_name": CLIP_L, "type": "stable_diffusion", "device": "default"}
+        elif node["class_type"] == "CLIPLoader" and node["inputs"]["clip_name"] == T5XXL:  # Chroma
+            # SD3's text encoder pads CLIP-L to T5-XXL's 4096, the width of the random Chroma file
+            swap[nid] = {"clip_name": CLIP_L, "type": "sd3", "device": "default"}
     return swap
 
 
-def small_prompt(prompt: dict, content: list[str], style, steps: int = STEPS, size: int = SIZE,
+def small_prompt(prompt: dict, content: list[str], style, steps: int | None = None, size: int = SIZE,
                  prefix: str = "tests/zstar") -> dict:
-    """An API workflow made cheap for the tests: `steps` DDIM steps, reweighting on steps 1.., images
-    of size×size, the given uploaded images in the Load Image nodes (content ones in order; style
-    one name or a list, used in turn)."""
+    """An API workflow made cheap for the tests: `steps` inversion steps (STEPS, or 2 on Chroma: see
+    CHROMA_STEPS), reweighting on steps 1.., images of size×size, the given uploaded images in the
+    Load Image nodes (content ones in order; style one name or a list, used in turn)."""
+    if steps is None:
+        unets = {n["inputs"].get("unet_name") for n in prompt.values() if n["class_type"] == "UNETLoader"}
+        steps = CHROMA_STEPS if CHROMA_MODEL in unets else STEPS
     settings = runner.Settings(steps=steps, size=(size, size), zstar={"start_step": 1, "end_step": steps})
     prompt = runner.apply_settings(prompt, settings)
     content_loads, style_loads = image_roles(prompt)
