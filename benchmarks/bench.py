@@ -150,10 +150,10 @@ def flux_attention_section(results, dtype, family: str = "flux") -> tuple[list[s
     out = [f"## {name} joint attention ({dit.HEADS} heads × {dit.DIM_HEAD} = {dit.HEADS * dit.DIM_HEAD} wide, {real}'s block; "
            f"{n_txt} text ({text}) + image tokens; rows [content, style]; {str(dtype).split('.')[-1]})",
            "plain = one attention call over the 2 rows, q/k/v (2, heads, L, d): torch SDPA, then (2, L, heads·d), as ComfyUI's",
-           "        attention_pytorch(skip_reshape=True) runs it for Flux: the unpatched block",
+           f"        attention_pytorch(skip_reshape=True) runs it for {name}: the unpatched block",
            f"Z*    = joint_zstar_attention on the same q, k, v with that backend (λ {dit.STYLE_SCALE}, λ_style {dit.STYLE_SELF_SCALE}, "
            "style keys' positions shifted:",
-           "        Flux's 'auto'): the content row's image queries over [λ·K_style,img ; K_own], its text queries plain,",
+           "        'auto' on rotary models): the content row's image queries over [λ·K_style,img ; K_own], its text queries plain,",
            "        the style row's image queries over [λ_style·K_content,img ; K_own]: the patched block",
            "Time: best of interleaved repetitions [median]. Memory: the call's high-water mark with the inputs counted",
            "(as attn_mem_ratio) and, for comparison, above them (temporaries + output; both read the same q, k, v).",
@@ -191,7 +191,8 @@ def flux_step_section(res, backend: str) -> tuple[list[str], float]:
     double, single = res["blocks"]
     n_blocks, n_z = double + single, len({k[:2] for k in res["keys"]})
     side = res["side"]
-    labels = ", ".join(f"{n} ({k[0].replace('_', ' ')} {k[1]})" for n, k in zip(res["layers"], res["keys"]))
+    kind = (lambda k: k[0].replace('_', ' ')) if res["family"] == "flux" else (lambda k: "block")
+    labels = ", ".join(f"{n} ({kind(k)} {k[1]})" for n, k in zip(res["layers"], res["keys"]))
     # The real model: the same per-block costs, blocks being ~all of a step at 3072 wide.
     per_block = best(t["unpatched"]) / n_blocks
     scaled = 1 + real_z * (best(t["patched"]) - best(t["unpatched"])) / n_z / (real_blocks * per_block)

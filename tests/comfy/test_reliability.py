@@ -178,11 +178,11 @@ VALIDATION_CASES = [  # (node, widgets, message fragment): rejected before the p
     (ZStarAttentionPatch, {"style_strength": 1e300}, "style_strength: must be a finite number from 0 to 10, got 1e+300"),
     (ZStarAttentionPatch, {"style_self_strength": NAN}, "style_self_strength: must be a finite number from 0 to 10, got nan"),
     (ZStarAttentionPatch, {"style_self_strength": -1.0}, "style_self_strength: must be a finite number from 0 to 10, got -1.0"),
-    (ZStarAttentionPatch, {"layers": "ten"}, "layers: 'ten' is not a layer number; use e.g. '10-15' or '10,12,14' (SD1.5/SD2.x: layers 0-15, SDXL: 0-69, Flux.1: 0-56, SD3.5: 0-37)"),
+    (ZStarAttentionPatch, {"layers": "ten"}, "layers: 'ten' is not a layer number; use e.g. '10-15' or '10,12,14' (SD1.5/SD2.x: layers 0-15, SDXL: 0-69, Chroma/Flux.1: 0-56, Qwen-Image: 0-59, SD3.5: 0-37)"),
     (ZStarAttentionPatch, {"layers": "15-10"}, "layers: range '15-10' is reversed; write '10-15'"),
     (ZStarAttentionPatch, {"layers": "10,,12"}, "layers: '10,,12' has an empty item between commas"),
     (ZStarAttentionPatch, {"layers": "-3"}, "layers: '-3' is not a layer number"),
-    (ZStarAttentionPatch, {"layers": "99"}, "layers: '99' names a layer that no supported model has (SD1.5/SD2.x: layers 0-15, SDXL: 0-69, Flux.1: 0-56, SD3.5: 0-37)"),
+    (ZStarAttentionPatch, {"layers": "99"}, "layers: '99' names a layer that no supported model has (SD1.5/SD2.x: layers 0-15, SDXL: 0-69, Chroma/Flux.1: 0-56, Qwen-Image: 0-59, SD3.5: 0-37)"),
     (ZStarAttentionPatch, {"start_step": 10, "end_step": 5}, "start_step/end_step: need start_step < end_step (end is exclusive), got 10 and 5"),
     (ZStarAttentionPatch, {"start_step": -1}, "start_step: must be an integer from 0 to 1000, got -1"),
     (ZStarAttentionPatch, {"end_step": 0}, "end_step: must be an integer from 1 to 1000, got 0"),
@@ -392,8 +392,8 @@ def unknown_layout_unet():
 
 
 @pytest.mark.parametrize("kind, fragment", [
-    ("auraflow", "model: Z* supports SD1.5, SD2.x and SDXL U-Net models, Flux.1 and SD3/SD3.5 transformers; "
-                 "this MODEL is AuraFlow/AuraFlow (flow) (MMDiT)"),
+    ("auraflow", "model: Z* supports SD1.5, SD2.x and SDXL U-Net models, and the Flux.1, Chroma, Qwen-Image, SD3.5 "
+                 "transformers; this MODEL is AuraFlow/AuraFlow (flow) (MMDiT)"),
     ("flow", "model: Z* supports SD1.5, SD2.x and SDXL U-Net models with eps or v prediction on a discrete DDPM "
              "schedule; this MODEL (BaseModel/SD15) samples with Flow"),
     ("layout", "has a U-Net with 19 self-attention layers in an unknown layout"),
