@@ -183,10 +183,11 @@ def _schedule(meta: dict, header: _Header, section: str) -> tuple[int, torch.Ten
     return steps, sigmas, arch, model_type
 
 
-def _shape(value, header: _Header, what: str, length: int) -> tuple:
-    if not isinstance(value, list) or len(value) != length or not all(
+def _shape(value, header: _Header, what: str, length: int | tuple) -> tuple:
+    lengths = length if isinstance(length, tuple) else (length,)
+    if not isinstance(value, list) or len(value) not in lengths or not all(
             isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in value):
-        header.fail(f"metadata {what} must be {length} positive integers, got {value!r}")
+        header.fail(f"metadata {what} must be {' or '.join(map(str, lengths))} positive integers, got {value!r}")
     return tuple(value)
 
 
@@ -194,7 +195,8 @@ def read_inversion(meta: dict, header: _Header) -> Inversion:
     steps, sigmas, arch, model_type = _schedule(meta, header, "inversion")
     dtype = _dtype(meta, header, "inversion")
     batch = _field(meta, "batch", int, header, "inversion")
-    latent_shape = _shape(meta.get("latent_shape"), header, "inversion.latent_shape", 3)
+    # (C, H, W), or (C, 1, H, W) for the one-frame video-VAE latents of Qwen-Image
+    latent_shape = _shape(meta.get("latent_shape"), header, "inversion.latent_shape", (3, 4))
     timesteps = _field(meta, "timesteps", list, header, "inversion")
     if len(timesteps) != steps or not all(isinstance(t, int) and not isinstance(t, bool) for t in timesteps):
         header.fail(f"metadata inversion.timesteps must be {steps} integers")

@@ -567,3 +567,26 @@ def test_a_saved_flux_inversion_gives_the_identical_result(flux_model, tmp_path)
     direct, _ = zstar_sample(patched, content, style, cond, cond, progress=False)
     again, _ = zstar_sample(patched, content, loaded, cond, cond, progress=False)
     assert torch.equal(direct, again)
+
+
+def test_a_saved_qwen_image_inversion_gives_the_identical_result(tmp_path):
+    """Qwen-Image's inversions hold one-frame latents (C, 1, H, W); the style bank keeps them bit for bit."""
+    import folder_paths
+    from comfyui_zstar.nodes.style_bank import ZStarLoadStyle, ZStarSaveStyle
+
+    model = models.qwen_image(seed=0)
+    cond = cond_for("qwen_image")
+    content, style = invert(model, 2, cond, steps=2), invert(model, 3, cond, steps=2)
+    assert style.latent_shape == (16, 1, models.LATENT_SIZE, models.LATENT_SIZE)
+    patched = patch_model(model, 1.2, 0.0, "auto", 0, 2)
+    old = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(tmp_path))
+    try:
+        saved = ZStarSaveStyle.execute("qwen_style", "overwrite", inversion=style).result[0]
+        loaded = ZStarLoadStyle.execute(saved).result[0]
+    finally:
+        folder_paths.set_output_directory(old)
+    assert loaded.arch == "qwen_image" and loaded.latent_shape == style.latent_shape
+    direct, _ = zstar_sample(patched, content, style, cond, cond, progress=False)
+    again, _ = zstar_sample(patched, content, loaded, cond, cond, progress=False)
+    assert torch.equal(direct, again)

@@ -423,13 +423,13 @@ RECORD_TAMPERING = {
 # positive integers of the right length, halves are at most [0, 1], a stray-tensor list is cut at 5.
 LIMITS = {
     "latent_shape of two numbers": ("inversion", dict(contents=_update("inversion", latent_shape=[4, 8])),
-                                    r"metadata inversion.latent_shape must be 3 positive integers, got \[4, 8\]$"),
+                                    r"metadata inversion.latent_shape must be 3 or 4 positive integers, got \[4, 8\]$"),
     "latent_shape with a zero": ("inversion", dict(contents=_update("inversion", latent_shape=[4, 0, 8])),
-                                 r"3 positive integers, got \[4, 0, 8\]"),
+                                 r"3 or 4 positive integers, got \[4, 0, 8\]"),
     "latent_shape with a bool": ("inversion", dict(contents=_update("inversion", latent_shape=[4, True, 8])),
-                                 r"3 positive integers, got \[4, True, 8\]"),
+                                 r"3 or 4 positive integers, got \[4, True, 8\]"),
     "latent_shape with a float": ("inversion", dict(contents=_update("inversion", latent_shape=[4, 8.0, 8])),
-                                  r"3 positive integers, got \[4, 8.0, 8\]"),
+                                  r"3 or 4 positive integers, got \[4, 8.0, 8\]"),
     "latent_shape as a string": ("record", dict(contents=_update("record", latent_shape="4x8x8")),
                                  "metadata record.latent_shape must be 3 positive integers, got '4x8x8'$"),
     "embedding shape of two numbers": ("nulltext", dict(
