@@ -548,21 +548,26 @@ def test_patch_node_layer_string_and_positions_widget(flux_model):
         "style_positions: 'sideways' is not one of auto, as_recorded, shifted, reference_latent"
 
 
-def test_a_saved_flux_inversion_gives_the_identical_result(flux_model, tmp_path):
-    """The style bank keeps a flow inversion (σ ending at 0, its guidance) bit for bit."""
+def saved_and_loaded(inversion, name: str, folder):
+    """The inversion written by Z* Save Style into `folder` (as the output directory) and read back by Z* Load Style."""
     import folder_paths
     from comfyui_zstar.nodes.style_bank import ZStarLoadStyle, ZStarSaveStyle
 
+    old = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(folder))
+    try:
+        saved = ZStarSaveStyle.execute(name, "overwrite", inversion=inversion).result[0]
+        return ZStarLoadStyle.execute(saved).result[0]
+    finally:
+        folder_paths.set_output_directory(old)
+
+
+def test_a_saved_flux_inversion_gives_the_identical_result(flux_model, tmp_path):
+    """The style bank keeps a flow inversion (σ ending at 0, its guidance) bit for bit."""
     cond = cond_for("flux")
     content, style = invert(flux_model, 2, cond), invert(flux_model, 3, cond)
     patched = patch_model(flux_model, 1.2, 0.0, "auto", 2, STEPS)
-    old = folder_paths.get_output_directory()
-    folder_paths.set_output_directory(str(tmp_path))
-    try:
-        saved = ZStarSaveStyle.execute("flux_style", "overwrite", inversion=style).result[0]
-        loaded = ZStarLoadStyle.execute(saved).result[0]
-    finally:
-        folder_paths.set_output_directory(old)
+    loaded = saved_and_loaded(style, "flux_style", tmp_path)
     assert loaded.arch == "flux" and loaded.guidance == 1.0 and float(loaded.sigmas[-1]) == 0.0
     direct, _ = zstar_sample(patched, content, style, cond, cond, progress=False)
     again, _ = zstar_sample(patched, content, loaded, cond, cond, progress=False)
@@ -571,21 +576,12 @@ def test_a_saved_flux_inversion_gives_the_identical_result(flux_model, tmp_path)
 
 def test_a_saved_qwen_image_inversion_gives_the_identical_result(tmp_path):
     """Qwen-Image's inversions hold one-frame latents (C, 1, H, W); the style bank keeps them bit for bit."""
-    import folder_paths
-    from comfyui_zstar.nodes.style_bank import ZStarLoadStyle, ZStarSaveStyle
-
     model = models.qwen_image(seed=0)
     cond = cond_for("qwen_image")
     content, style = invert(model, 2, cond, steps=2), invert(model, 3, cond, steps=2)
     assert style.latent_shape == (16, 1, models.LATENT_SIZE, models.LATENT_SIZE)
     patched = patch_model(model, 1.2, 0.0, "auto", 0, 2)
-    old = folder_paths.get_output_directory()
-    folder_paths.set_output_directory(str(tmp_path))
-    try:
-        saved = ZStarSaveStyle.execute("qwen_style", "overwrite", inversion=style).result[0]
-        loaded = ZStarLoadStyle.execute(saved).result[0]
-    finally:
-        folder_paths.set_output_directory(old)
+    loaded = saved_and_loaded(style, "qwen_style", tmp_path)
     assert loaded.arch == "qwen_image" and loaded.latent_shape == style.latent_shape
     direct, _ = zstar_sample(patched, content, style, cond, cond, progress=False)
     again, _ = zstar_sample(patched, content, loaded, cond, cond, progress=False)
