@@ -178,7 +178,7 @@ def run_step(models, width: str, side: int, reps: int, device, log=print, family
     run.step = PAPER_PRESET.start_step
     qwen = family == "qwen_image"
     run.latent_shape = (16, 1, side, side) if qwen else (16, side, side)
-    n_txt = N_TXT_QWEN if qwen else N_TXT
+    n_txt = n_txt_of("qwen_" if qwen else "")
     cond = models.flow_cond(1, tokens=n_txt)
     calls = {"unpatched": flux_call(model, LAYOUT.rows, side, cond, family=family),
              "patched": flux_call(patched, LAYOUT.rows, side, cond, run, family=family)}

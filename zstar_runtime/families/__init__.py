@@ -121,8 +121,8 @@ def describe(model) -> ModelInfo:
                              layer_keys=keys, default_layers=f.default_layers_for(keys), shift=sampling_shift(model))
     if network is None:
         inner = type(model.get_model_object("diffusion_model")).__name__
-        transformers = ", ".join(f.label for f in FAMILIES if f.inversion == "flow")
-        raise ZStarError(f"model: {SUPPORTED}, and the {transformers} transformers; this MODEL is {type_name} ({inner})")
+        raise ZStarError(f"model: {SUPPORTED}, and the {family_labels('flow')} transformers; this MODEL is "
+                         f"{type_name} ({inner})")
     f, keys = network
     raise ZStarError(f"model: {f.unknown_message(type_name, keys)}")
 

@@ -13,13 +13,10 @@ from .flux import FLUX1_DOUBLE, FLUX1_SINGLE, _Flux, flux_keys
 
 
 class _Chroma(_Flux):
-    def read_layer_keys(self, model):
+    def network_class(self):
         from comfy.ldm.chroma.model import Chroma
 
-        net = model.get_model_object("diffusion_model")
-        if not isinstance(net, Chroma):
-            return None
-        return flux_keys(len(net.double_blocks), len(net.single_blocks))
+        return Chroma
 
     def takes_guidance(self, model) -> bool:
         return False  # the host feeds its approximator a guidance of 0; the sampler's cfg guides

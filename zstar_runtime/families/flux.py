@@ -20,11 +20,16 @@ def flux_keys(double: int, single: int) -> tuple:
 
 
 class _Flux(FlowFamily):
-    def read_layer_keys(self, model):
+    def network_class(self):
+        """The host's network class of this family's diffusion model."""
         from comfy.ldm.flux.model import Flux
 
+        return Flux
+
+    def read_layer_keys(self, model):
         net = model.get_model_object("diffusion_model")
-        if not isinstance(net, Flux) or any(getattr(b, "flipped_img_txt", False) for b in net.double_blocks):
+        if not isinstance(net, self.network_class()) or \
+                any(getattr(b, "flipped_img_txt", False) for b in net.double_blocks):
             return None
         return flux_keys(len(net.double_blocks), len(net.single_blocks))
 
