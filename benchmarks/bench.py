@@ -4,7 +4,7 @@
     python benchmarks/bench.py --quick    # < 3 min on 2 CPU cores, small U-Net
     python benchmarks/bench.py --device cuda --sizes 512,768,1024   # + the GPU table
 
-The attention rows (SD1.5, Flux.1 and Qwen-Image widths) need only torch; the U-Net, end-to-end,
+The attention rows (SD1.5, Flux.1, Qwen-Image and Z-Image widths) need only torch; the U-Net, end-to-end,
 Flux and Qwen-Image step rows need COMFYUI_PATH (a ComfyUI checkout) and print "skipped" and `nan` in the RESULT
 line without it.
 See benchmarks/README.md for what each ratio measures.
@@ -36,9 +36,15 @@ TARGETS = {  # name: (comparison, bound)
     "qwen_attn_time_ratio": ("<=", 2.3),  # Qwen-Image: the Flux targets (same block width)
     "qwen_attn_mem_ratio": ("<=", 1.5),
     "qwen_step_ratio": ("<=", 1.15),
+    "zimage_attn_time_ratio": ("<=", 2.3),  # Z-Image: one 3840-wide layer's attention, the same targets
+    "zimage_attn_mem_ratio": ("<=", 1.5),
 }
 # per family: the RESULT-line prefix, the section's name, and the real model's (Z* blocks, blocks) under 'auto'
-DIT_ROWS = {"flux": ("flux", "Flux", "Flux.1", (18, 57)), "qwen_image": ("qwen", "Qwen-Image", "Qwen-Image", (30, 60))}
+DIT_ROWS = {"flux": ("flux", "Flux", "Flux.1", (18, 57)), "qwen_image": ("qwen", "Qwen-Image", "Qwen-Image", (30, 60)),
+            "z_image": ("zimage", "Z-Image", "Z-Image", (15, 30))}
+STEP_FAMILIES = ("flux", "qwen_image")  # those with a step row (Z-Image: its layer's attention only)
+TEXT_OF = {"flux": "T5 length", "qwen_image": "a Qwen2.5-VL prompt, our choice",
+           "z_image": "a Qwen3-4B caption, our choice; image tokens padded to a multiple of 32"}
 NAN = float("nan")
 
 
@@ -67,7 +73,7 @@ def parse_args(argv=None):
                    help="latent side for the Flux step row (default: 32 with --quick, else 64 = 512 px)")
     p.add_argument("--skip-attention", action="store_true", help="only the ComfyUI rows (U-Net, end to end, Flux step)")
     p.add_argument("--skip-pipeline", action="store_true", help="only the attention rows (no ComfyUI)")
-    p.add_argument("--skip-flux", action="store_true", help="no Flux or Qwen-Image rows (attention and step)")
+    p.add_argument("--skip-flux", action="store_true", help="no Flux, Qwen-Image or Z-Image rows (attention and step)")
     return p.parse_args(argv)
 
 
@@ -146,8 +152,8 @@ def attention_section(results, dtype, quick: bool) -> tuple[list[str], float, fl
 def flux_attention_section(results, dtype, family: str = "flux") -> tuple[list[str], float, float]:
     prefix, name, real, _ = DIT_ROWS[family]
     n_txt = results[0]["n_txt"] if results else dit.N_TXT
-    text = "T5 length" if family == "flux" else "a Qwen2.5-VL prompt, our choice"
-    out = [f"## {name} joint attention ({dit.HEADS} heads × {dit.DIM_HEAD} = {dit.HEADS * dit.DIM_HEAD} wide, {real}'s block; "
+    text, heads = TEXT_OF[family], dit.ATTN_SPECS[dit.FAMILY_PREFIX[family]][0]
+    out = [f"## {name} joint attention ({heads} heads × {dit.DIM_HEAD} = {heads * dit.DIM_HEAD} wide, {real}'s block; "
            f"{n_txt} text ({text}) + image tokens; rows [content, style]; {str(dtype).split('.')[-1]})",
            "plain = one attention call over the 2 rows, q/k/v (2, heads, L, d): torch SDPA, then (2, L, heads·d), as ComfyUI's",
            f"        attention_pytorch(skip_reshape=True) runs it for {name}: the unpatched block",
@@ -362,7 +368,8 @@ def main(argv=None) -> int:
             table = pipeline.gpu_table(full, models, sizes_px, device, reps=1 if quick else 2, log=log)
             sections.append(gpu_section(table, full.label))
         if not args.skip_flux:
-            for family, (prefix, *_) in DIT_ROWS.items():
+            for family in STEP_FAMILIES:
+                prefix = DIT_ROWS[family][0]
                 step = dit.run_step(models, "quick" if quick else "full", args.flux_latent or (32 if quick else 64),
                                     reps=5 if quick else 3, device=device, log=log, family=family)
                 lines, ratios[f"{prefix}_step_ratio"] = flux_step_section(step, backend)

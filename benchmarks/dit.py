@@ -1,9 +1,12 @@
-"""Flux and Qwen-Image rows of the benchmark: Z*'s joint attention at their width, and one denoiser step.
+"""Flux, Qwen-Image and Z-Image rows of the benchmark: Z*'s joint attention at their width, and one
+denoiser step (Flux, Qwen-Image).
 
 Qwen-Image's block is as wide as Flux.1's (24 heads × 128); its rows differ in the text length
 (N_TXT_QWEN) and, for the step, in the network (tests/comfy/models.py `qwen_image`, one-frame
 latents, no pooled vector or guidance), so the same functions run both, the Qwen ones under
-variant names prefixed "qwen_".
+variant names prefixed "qwen_". Z-Image's layer (attention only) is 30 heads × 128 = 3840 wide, its
+caption padded to a multiple of 32 and its image tokens followed by pad tokens up to one (variants
+prefixed "zimage_"; Z* treats the pad tokens as text).
 
 Attention (plain torch, no ComfyUI), one Flux.1 block's call: 24 heads × 128 = 3072 wide,
 512 text tokens (T5, as Flux runs) + the image tokens of a latent side (2×2 patches), the
@@ -59,19 +62,37 @@ QWEN_STEP_MODELS = {
 }
 
 
+N_TXT_ZIMAGE = 128  # our choice: a Qwen3-4B caption, as Z-Image pads it (to a multiple of 32)
+# per variant prefix: (heads, text tokens, rotary axes, θ, the multiple the image tokens are padded to)
+ATTN_SPECS = {"": (HEADS, N_TXT, AXES_DIM, THETA, 1), "qwen_": (HEADS, N_TXT_QWEN, AXES_DIM, THETA, 1),
+              "zimage_": (30, N_TXT_ZIMAGE, (32, 48, 48), 256.0, 32)}
+FAMILY_PREFIX = {"flux": "", "qwen_image": "qwen_", "z_image": "zimage_"}
+
+
+def spec_of(variant: str) -> tuple:
+    return ATTN_SPECS[variant[:variant.index("_") + 1] if variant.startswith(("qwen_", "zimage_")) else ""]
+
+
 def n_txt_of(variant: str) -> int:
-    return N_TXT_QWEN if variant.startswith("qwen_") else N_TXT
+    return spec_of(variant)[1]
 
 
 def image_tokens(side: int) -> int:
     return ((side + 1) // 2) ** 2
 
 
+def pad_tokens(variant: str, side: int) -> int:
+    return (-image_tokens(side)) % spec_of(variant)[4]
+
+
 def make_inputs(variant: str, side: int, device, dtype, seed: int = 0) -> tuple:
-    """q, k, v (2, heads, text + image tokens, d): one [content, style] call; same for every variant."""
+    """q, k, v (2, heads, text + image (+ pad) tokens, d): one [content, style] call; same for every
+    variant; then the image side in tokens and the pad tokens' count (what the patched layer knows
+    from the run's latent)."""
     gen = torch.Generator().manual_seed(seed)
-    shape = (LAYOUT.rows, HEADS, n_txt_of(variant) + image_tokens(side), DIM_HEAD)
-    return tuple(torch.randn(shape, generator=gen).to(device, dtype) for _ in range(3))
+    heads, pad = spec_of(variant)[0], pad_tokens(variant, side)
+    shape = (LAYOUT.rows, heads, n_txt_of(variant) + image_tokens(side) + pad, DIM_HEAD)
+    return tuple(torch.randn(shape, generator=gen).to(device, dtype) for _ in range(3)) + ((side + 1) // 2, pad)
 
 
 def sdpa_heads_first(q, k, v):
@@ -82,20 +103,21 @@ def sdpa_heads_first(q, k, v):
 
 
 @functools.cache
-def style_rotation(grid: int) -> torch.Tensor:
-    """The 'shifted' positions' rotation for a grid × grid image, as ZStarBlock.positions builds it (cached per run there)."""
-    return rope_rotation((1.0, float(grid), 0.0), AXES_DIM, THETA)
+def style_rotation(grid: int, axes: tuple = AXES_DIM, theta: float = THETA) -> torch.Tensor:
+    """The 'shifted' positions' rotation for a grid × grid image, as JointHook.positions builds it (cached per run there)."""
+    return rope_rotation((1.0, float(grid), 0.0), axes, theta)
 
 
 def call(variant: str, t: tuple):
-    q, k, v = t
-    base, n_txt = variant.removeprefix("qwen_"), n_txt_of(variant)
+    q, k, v, grid, n_after = t
+    base = variant.split("_")[-1]
+    _, n_txt, axes, theta, _ = spec_of(variant)
     if base == "plain":
         return sdpa_heads_first(q, k, v)
     if base == "zstar":
-        grid = round((q.shape[2] - n_txt) ** 0.5)
         return joint_zstar_attention(q, k, v, sdpa_heads_first, LAYOUT, 1, n_txt, (STYLE_SCALE,), STYLE_SELF_SCALE,
-                                     heads_first=True, style_key_rotation=style_rotation(grid))
+                                     heads_first=True, style_key_rotation=style_rotation(grid, tuple(axes), theta),
+                                     n_after=n_after)
     raise ValueError(variant)
 
 
@@ -108,11 +130,11 @@ def peak_memory(variant: str, side: int, device, dtype) -> dict:
 def run_attention(sides, reps: int, device, dtype, log=print, family: str = "flux") -> list[dict]:
     """One dict per latent side: times (s per repetition) and peak memory per variant ('plain',
     'zstar'); family 'qwen_image' runs them with Qwen-Image's text length."""
-    prefix = "qwen_" if family == "qwen_image" else ""
+    prefix = FAMILY_PREFIX[family]
     results = []
     mem_ok = torch.device(device).type == "cuda" or attn.cpu_memory_supported()
     for side in sides:
-        n_img, n_txt = image_tokens(side), n_txt_of(prefix)
+        n_img, n_txt = image_tokens(side) + pad_tokens(prefix, side), n_txt_of(prefix)
         log(f"{family} attention {side}² ({n_txt} + {n_img} tokens): timing {', '.join(VARIANTS)} × {reps}")
         with torch.inference_mode():
             for v in VARIANTS:  # warm-up (kernels, thread pool) at a small size

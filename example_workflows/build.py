@@ -67,6 +67,23 @@ QWEN_TEXT_URL = QWEN_REPO + "text_encoders/" + QWEN_TEXT
 QWEN_VAE = "qwen_image_vae.safetensors"
 QWEN_VAE_URL = QWEN_REPO + "vae/" + QWEN_VAE
 QWEN_SHIFT = 3.1  # ComfyUI's Qwen-Image template: ModelSamplingAuraFlow shift 3.1
+# Flux.2 dev and Z-Image Turbo: the files of ComfyUI's own templates (image_flux2_text_to_image,
+# image_z_image_turbo); Z-Image's VAE is Flux.1's ae.safetensors
+FLUX2_REPO = "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/"
+FLUX2_MODEL = "flux2_dev_fp8mixed.safetensors"
+FLUX2_URL = FLUX2_REPO + "diffusion_models/" + FLUX2_MODEL
+FLUX2_TEXT = "mistral_3_small_flux2_bf16.safetensors"
+FLUX2_TEXT_URL = FLUX2_REPO + "text_encoders/" + FLUX2_TEXT
+FLUX2_VAE = "flux2-vae.safetensors"
+FLUX2_VAE_URL = FLUX2_REPO + "vae/" + FLUX2_VAE
+FLUX2_GUIDANCE = 4.0  # ComfyUI's Flux.2 template: FluxGuidance 4
+Z_IMAGE_REPO = "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/"
+Z_IMAGE_MODEL = "z_image_turbo_bf16.safetensors"
+Z_IMAGE_URL = Z_IMAGE_REPO + "diffusion_models/" + Z_IMAGE_MODEL
+Z_IMAGE_TEXT = "qwen_3_4b.safetensors"
+Z_IMAGE_TEXT_URL = Z_IMAGE_REPO + "text_encoders/" + Z_IMAGE_TEXT
+Z_IMAGE_VAE_URL = Z_IMAGE_REPO + "vae/" + FLUX_VAE
+Z_IMAGE_SHIFT = 3.0  # ComfyUI's Z-Image Turbo template: ModelSamplingAuraFlow shift 3
 EXAMPLE_IMAGE = "example.png"  # ships in ComfyUI/input, so a fresh install can run the graph as is
 
 def paper_preset():
@@ -476,8 +493,62 @@ def qwen_image() -> Graph:
     return g
 
 
+def flux2() -> Graph:
+    g = Graph("zstar_flux2", "Z* style transfer on Flux.2-dev (rectified flow): content photo in the style of a painting")
+    g.add("MarkdownNote", -1.35, 0, color=NOTE_COLOR, text=(
+        "## Z* on Flux.2-dev\n\n"
+        "Needs ComfyUI 0.8.0 or later. Models (as ComfyUI's own Flux.2 template): [flux2_dev_fp8mixed]({model}) "
+        "in `models/diffusion_models`, [mistral_3_small_flux2_bf16]({text}) in `models/text_encoders`, "
+        "[flux2-vae]({vae}) in `models/vae`. The Klein models work the same way (Load CLIP: qwen_3_4b).\n\n"
+        "Both images are inverted with the flow ODE (**Z\\* Flow Inversion**, guidance 1) on the model's own "
+        "schedule ('simple' on its shift, not the template's Flux2Scheduler). While the content is denoised "
+        "again, the later single blocks (`layers` auto: dev's 33-55, FireFlow's Flux.1 share transferred, our "
+        "choice; none is published for Flux.2) let the content's image tokens look at the style's, style "
+        "logits × λ, the style's rotary positions moved off the content's grid.\n\n"
+        "**Flux Guidance** {guidance:g} as the template sets the content's guidance; the style rows keep their "
+        "inversion's. Reference images (Flux.2's multi-reference editing) are refused with Z*. Not tuned on "
+        "Flux.2's trained weights: try `style_strength` 1.0–1.6 and other layers (dev: 0-7 double, 8-55 "
+        "single blocks).").format(model=FLUX2_URL, text=FLUX2_TEXT_URL, vae=FLUX2_VAE_URL, guidance=FLUX2_GUIDANCE))
+    unet, vae, empty = transformer_loaders(
+        g, ("Load Diffusion Model (Flux.2-dev)", FLUX2_MODEL, FLUX2_URL),
+        ("CLIPLoader", "Load CLIP (Mistral 3 Small)", [(FLUX2_TEXT, FLUX2_TEXT_URL)],
+         dict(clip_name=FLUX2_TEXT, type="flux2", device="default")),
+        ("Load VAE (Flux.2)", FLUX2_VAE, FLUX2_VAE_URL))
+    guide = g.add("FluxGuidance", 2, 0.9, title="Flux Guidance (content)", conditioning=empty.out("CONDITIONING"),
+                  guidance=FLUX2_GUIDANCE)
+    flow_core(g, unet.out("MODEL"), vae.out("VAE"), empty, guide.out("CONDITIONING"))
+    return g
+
+
+def z_image() -> Graph:
+    g = Graph("zstar_z_image", "Z* style transfer on Z-Image Turbo (rectified flow): content photo in the style of a painting")
+    g.add("MarkdownNote", -1.35, 0, color=NOTE_COLOR, text=(
+        "## Z* on Z-Image\n\n"
+        "Needs ComfyUI 0.8.0 or later (it tells the attention calls their layer). Models (as ComfyUI's own "
+        "Z-Image Turbo template): [z_image_turbo_bf16]({model}) in `models/diffusion_models`, "
+        "[qwen_3_4b]({text}) in `models/text_encoders`, [ae]({vae}) in `models/vae`. **ModelSamplingAuraFlow** "
+        "shift {shift:g} as the template; the inversions and the sampler must share it. Z-Image Base works the "
+        "same way (raise `cfg`, with a negative prompt).\n\n"
+        "Both images are inverted with the flow ODE (**Z\\* Flow Inversion**). While the content is denoised "
+        "again, layers 15-29 (`layers` auto: the second half, our choice; no injection preset is published for "
+        "Z-Image; the refiner layers before layer 0 are never touched) let the content's image tokens look at "
+        "the style's image tokens, style logits × λ, the style's rotary positions moved off the content's grid. "
+        "CFG 1 with the empty prompt, as the paper and as Turbo is run.\n\n"
+        "Not tuned on Z-Image's trained weights: try `style_strength` 1.0–1.6 and other layers (0-29).").format(
+            model=Z_IMAGE_URL, text=Z_IMAGE_TEXT_URL, vae=Z_IMAGE_VAE_URL, shift=Z_IMAGE_SHIFT))
+    unet, vae, empty = transformer_loaders(
+        g, ("Load Diffusion Model (Z-Image)", Z_IMAGE_MODEL, Z_IMAGE_URL),
+        ("CLIPLoader", "Load CLIP (Qwen3-4B)", [(Z_IMAGE_TEXT, Z_IMAGE_TEXT_URL)],
+         dict(clip_name=Z_IMAGE_TEXT, type="lumina2", device="default")),
+        ("Load VAE (Z-Image)", FLUX_VAE, Z_IMAGE_VAE_URL))
+    shift = g.add("ModelSamplingAuraFlow", 2, 0, title="ModelSamplingAuraFlow", model=unet.out("MODEL"),
+                  shift=Z_IMAGE_SHIFT)
+    flow_core(g, shift.out("MODEL"), vae.out("VAE"), empty, empty.out("CONDITIONING"))
+    return g
+
+
 GRAPHS = [basic, controlnet, batch, multi_style, regions, fast_mode, style_bank, style_map, flux, sd35, chroma,
-          qwen_image]
+          qwen_image, flux2, z_image]
 
 
 # --------------------------------------------------------------------------- main

@@ -65,24 +65,32 @@ def rotate_keys(k: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 
 def joint_zstar_attention(q, k, v, attention: Callable, layout: RowLayout, n_chunks: int, n_txt: int,
                           style_scales: Sequence[float], style_self_scale: float = 0.0, query_mask=None,
-                          heads_first: bool = True, style_key_rotation: torch.Tensor | None = None):
+                          heads_first: bool = True, style_key_rotation: torch.Tensor | None = None,
+                          n_after: int = 0, mask: torch.Tensor | None = None):
     """Z* for one joint-attention call holding every row of the call's CFG chunks.
 
     q, k, v: (n_chunks·rows, heads, L, d) if heads_first else (n_chunks·rows, L, heads·d), each
-    row's tokens ordered [text (n_txt) ; image (L − n_txt)]. query_mask: optional
-    (n_content, L − n_txt) bool over the content's image tokens (the region mask); False
-    tokens get exactly their plain attention. Returns (n_chunks·rows, L, heads·d).
+    row's tokens ordered [text (n_txt) ; image ; n_after others] (Z-Image pads its image tokens
+    to a multiple of 32 with a learnt pad token: those follow the image and are treated as text,
+    never lent as style keys). query_mask: optional (n_content, image tokens) bool over the
+    content's image tokens (the region mask); False tokens get exactly their plain attention.
+    mask: the call's own attention mask as the host passes it (bool, True = attend, or additive
+    float; (L_q, L), (B, L_q, L) or (B, heads, L_q, L), L_q may be 1), e.g. a caption padding
+    mask: it keeps its meaning on the row's own keys, and the style keys added beside them are
+    always attended (they are image tokens, which no host masks). Returns (n_chunks·rows, L, heads·d).
     """
     tok = 2 if heads_first else 1
     total, n_tok = q.shape[0], q.shape[tok]
     style_self_scale = check_stacked_call(layout, total, n_chunks, style_self_scale)
     scales = [check_strength(s, f"style_scales[{i}]") for i, s in enumerate(style_scales)]
-    if not 0 <= n_txt < n_tok:
-        raise ZStarError(f"Z* joint attention: {n_txt} text tokens in a sequence of {n_tok}")
+    if not (0 <= n_txt and 0 <= n_after and n_txt + n_after < n_tok):
+        raise ZStarError(f"Z* joint attention: {n_txt} text and {n_after} trailing tokens in a sequence of {n_tok}")
     nc, ns = layout.n_content, layout.n_styles
     if len(scales) != ns:
         raise ZStarError(f"Z* joint attention: {len(scales)} style scales for {ns} styles")
-    n_img = n_tok - n_txt
+    n_img = n_tok - n_txt - n_after
+    img_stop = n_txt + n_img
+    masks = _CallMask(mask, layout, n_chunks, total, n_tok, q)
 
     def rows(t):  # (n_chunks, rows, …)
         return t.reshape(n_chunks, layout.rows, *t.shape[1:])
@@ -93,10 +101,26 @@ def joint_zstar_attention(q, k, v, attention: Callable, layout: RowLayout, n_chu
     def tokens(t, start, stop=None):
         return t[:, :, start:stop] if heads_first else t[:, start:stop]
 
+    others = [(a, b) for a, b in ((0, n_txt), (img_stop, n_tok)) if b > a]  # the text (and trailing) tokens
+
+    def other_tokens(t):
+        parts = [tokens(t, a, b) for a, b in others]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=tok)
+
+    def attend(q_, k_, v_, m):
+        return attention(q_, k_, v_) if m is None else attention(q_, k_, v_, mask=m)
+
+    def put_others(out, row_slice, result, n_rows):  # scatter the text/trailing queries' output
+        result = result.reshape(n_chunks, n_rows, -1, result.shape[-1])
+        at = 0
+        for a, b in others:
+            out[:, row_slice, a:b] = result[:, :, at:at + b - a]
+            at += b - a
+
     q4, k4, v4 = rows(q), rows(k), rows(v)
 
     def style_of_content(t4, s):  # (n_chunks·nc, …) the image tokens of content row i's style s
-        return tokens(styles_of_contents(t4, layout, s), n_txt)
+        return tokens(styles_of_contents(t4, layout, s), n_txt, img_stop)
 
     qc, kc, vc = (flat(t4[:, :nc]) for t4 in (q4, k4, v4))
 
@@ -105,33 +129,72 @@ def joint_zstar_attention(q, k, v, attention: Callable, layout: RowLayout, n_chu
             return ks
         return rotate_keys(ks, style_key_rotation) if heads_first else _rotate_flat(ks, style_key_rotation)
 
-    q_img = tokens(qc, n_txt)
-    mask = None if query_mask is None else _check_mask(query_mask, nc, n_img, n_chunks, q)
+    q_img = tokens(qc, n_txt, img_stop)
+    region = None if query_mask is None else _check_mask(query_mask, nc, n_img, n_chunks, q)
+    content, styles = slice(0, nc), slice(nc, None)
+    image_queries = slice(n_txt, img_stop)
 
     def reweighted():  # the one fused call over [λ·K_style… ; K_own], keys and values built in one buffer each
         k_all = stack_scaled(tok, [(rotated(style_of_content(k4, s)), scales[s]) for s in range(ns)], kc)
         v_all = stack_scaled(tok, [(style_of_content(v4, s), 1.0) for s in range(ns)], vc)
-        return attention(q_img, k_all, v_all)
+        return attend(q_img, k_all, v_all, masks.sub(content, image_queries, ns * n_img))
 
-    img_out = with_query_mask(mask, reweighted, lambda: attention(q_img, kc, vc))
+    img_out = with_query_mask(region, reweighted, lambda: attend(q_img, kc, vc, masks.sub(content, image_queries)))
     out = img_out.new_empty(n_chunks, layout.rows, n_tok, img_out.shape[-1])
-    out[:, :nc, n_txt:] = img_out.reshape(n_chunks, nc, n_img, -1)
+    out[:, :nc, n_txt:img_stop] = img_out.reshape(n_chunks, nc, n_img, -1)
     del img_out
-    if n_txt:
-        out[:, :nc, :n_txt] = attention(tokens(qc, 0, n_txt), kc, vc).reshape(n_chunks, nc, n_txt, -1)
+    if others:
+        put_others(out, content, attend(other_tokens(qc), kc, vc, masks.sub(content, others)), nc)
 
     qs, ks_, vs = (flat(t4[:, nc:]) for t4 in (q4, k4, v4))
     if style_self_scale > 0:  # style row (g, s) also reads its content row g's image tokens, scaled by λ_style
         def own_content(t):
-            return tokens(contents_of_styles(t, layout), n_txt)
-        style_img = attention(tokens(qs, n_txt), stack_scaled(tok, [(own_content(k4), style_self_scale)], ks_),
-                              stack_scaled(tok, [(own_content(v4), 1.0)], vs))
-        out[:, nc:, n_txt:] = style_img.reshape(n_chunks, layout.n_style_rows, n_img, -1)
-        if n_txt:
-            out[:, nc:, :n_txt] = attention(tokens(qs, 0, n_txt), ks_, vs).reshape(n_chunks, layout.n_style_rows, n_txt, -1)
+            return tokens(contents_of_styles(t, layout), n_txt, img_stop)
+        style_img = attend(tokens(qs, n_txt, img_stop), stack_scaled(tok, [(own_content(k4), style_self_scale)], ks_),
+                           stack_scaled(tok, [(own_content(v4), 1.0)], vs), masks.sub(styles, image_queries, n_img))
+        out[:, nc:, n_txt:img_stop] = style_img.reshape(n_chunks, layout.n_style_rows, n_img, -1)
+        if others:
+            put_others(out, styles, attend(other_tokens(qs), ks_, vs, masks.sub(styles, others)), layout.n_style_rows)
     else:
-        out[:, nc:] = attention(qs, ks_, vs).reshape(n_chunks, layout.n_style_rows, n_tok, -1)
+        out[:, nc:] = attend(qs, ks_, vs, masks.sub(styles, None)).reshape(n_chunks, layout.n_style_rows, n_tok, -1)
     return out.reshape(total, n_tok, -1)
+
+
+class _CallMask:
+    """The host's attention mask of a joint call, cut to the rows and queries of each sub-call and
+    widened over the style keys put in front of a row's own keys (always attended)."""
+
+    def __init__(self, mask, layout: RowLayout, n_chunks: int, total: int, n_tok: int, like):
+        self.layout, self.n_chunks = layout, n_chunks
+        if mask is None:
+            self.mask = None
+            return
+        if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3, 4):
+            raise ZStarError("Z* joint attention: the attention mask must be a tensor of 2 to 4 dimensions")
+        m = mask[None, None] if mask.ndim == 2 else mask[:, None] if mask.ndim == 3 else mask
+        if m.shape[-1] != n_tok or m.shape[-2] not in (1, n_tok) or m.shape[0] not in (1, total):
+            raise ZStarError(f"Z* joint attention: an attention mask of shape {tuple(mask.shape)} does not fit "
+                             f"{total} rows of {n_tok} tokens")
+        self.mask = m.to(like.device)
+
+    def sub(self, row_slice, queries, n_front: int = 0):
+        """The mask for rows `row_slice` (content or style rows of every chunk), queries `queries`
+        (a slice, a list of (start, stop) spans, or None for all) and n_front style keys in front."""
+        m = self.mask
+        if m is None:
+            return None
+        if m.shape[0] > 1:
+            m = m.reshape(self.n_chunks, self.layout.rows, *m.shape[1:])[:, row_slice]
+            m = m.reshape(-1, *m.shape[2:])
+        if m.shape[2] > 1 and queries is not None:
+            if isinstance(queries, slice):
+                m = m[:, :, queries]
+            else:
+                m = torch.cat([m[:, :, a:b] for a, b in queries], dim=2)
+        if n_front:
+            front = m.new_ones(*m.shape[:-1], n_front) if m.dtype == torch.bool else m.new_zeros(*m.shape[:-1], n_front)
+            m = torch.cat([front, m], dim=-1)
+        return m
 
 
 def _rotate_flat(k, rotation):

@@ -88,6 +88,7 @@ class ZStarRun(SharedRunState):
     style_guidance: tuple | None = None  # Flux.1-dev: each style row's inversion guidance, in layout order
     mask_cache: dict = field(default_factory=dict)  # query masks resized per token grid (h, w)
     rope_rotation: dict = field(default_factory=dict)  # the style keys' moved positions per (rope, placement)
+    layer_calls: int = 0  # reweighted calls found by the host's layer index (Z-Image), counted to catch a host without one
 
     def rows_in_call(self) -> int:
         """Rows per CFG chunk of this step's model calls: content and style rows, or content only."""

@@ -26,8 +26,9 @@ def check_latent(model, samples, name: str = "latent"):
         raise ZStarError(f"{name}: holds no image, shape {shape}")
     h, w = samples.shape[-2:]
     if min(h, w) < MIN_LATENT:
+        px = MIN_LATENT * getattr(model.model.latent_format, "spacial_downscale_ratio", 8)  # Flux.2's VAE: 16
         raise ZStarError(f"{name}: {h}×{w} is too small; Z* needs images of at least "
-                         f"{8 * MIN_LATENT}×{8 * MIN_LATENT} pixels (latents of {MIN_LATENT}×{MIN_LATENT})")
+                         f"{px}×{px} pixels (latents of {MIN_LATENT}×{MIN_LATENT})")
     if not torch.isfinite(samples).all():
         raise ZStarError(f"{name}: contains NaN or infinite values; check the VAE Encode before it")
 
@@ -78,7 +79,7 @@ def check_guidance(conditioning, name: str):
                              "guidance to a number such as 3.5")
 
 
-def check_mask(mask, batch: int, latent_shape: tuple, name: str = "mask"):
+def check_mask(mask, batch: int, latent_shape: tuple, name: str = "mask", latent_to_pixels: int = 8):
     """MASK (B, H, W) or (H, W): 1 or `batch` masks, the content's aspect ratio, not empty."""
     if not isinstance(mask, torch.Tensor):
         raise ZStarError(f"{name}: expected a MASK tensor, got {type(mask).__name__}")
@@ -90,5 +91,5 @@ def check_mask(mask, batch: int, latent_shape: tuple, name: str = "mask"):
     mh, mw = mask.shape[1:]
     if mh < 1 or mw < 1 or abs(mh * w - mw * h) > max(mh, mw):  # off by more than one latent cell
         raise ZStarError(f"{name}: {mh}×{mw} does not have the content's aspect ratio (latent {h}×{w}, "
-                         f"image {8 * h}×{8 * w}); use a mask of the content image's size")
+                         f"image {latent_to_pixels * h}×{latent_to_pixels * w}); use a mask of the content image's size")
     return mask

@@ -1,5 +1,5 @@
 """Inversion through ComfyUI: the whole trajectory of a LATENT, DDIM on the official Z* schedule
-for the U-Nets, the flow ODE on the model's own σ for Flux.1 and SD3.5 (first or second order)."""
+for the U-Nets, the flow ODE on the model's own σ for the transformers (first or second order)."""
 from __future__ import annotations
 
 import dataclasses

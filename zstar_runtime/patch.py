@@ -23,7 +23,7 @@ MOVED_POSITIONS = ("shifted", "reference_latent")
 
 
 def resolve_positions(info, positions: str) -> str:
-    """'auto' → 'shifted' on a model with rotary positions (Flux, Chroma, Qwen-Image), 'as_recorded' elsewhere."""
+    """'auto' → 'shifted' on a model with rotary positions (Flux.1, Flux.2, Chroma, Qwen-Image, Z-Image), 'as_recorded' elsewhere."""
     if positions not in POSITIONS:
         raise ZStarError(f"style_positions: '{positions}' is not one of {', '.join(POSITIONS)}")
     rope = getattr(info.family, "has_rope", False)

@@ -58,11 +58,11 @@ def check_inputs(info, config, content: Inversion, entries) -> bool:
     return fast
 
 
-def prepare_mask(mask, content: Inversion):
+def prepare_mask(mask, content: Inversion, latent_to_pixels: int = 8):
     """MASK (B, H, W) in image pixels → (1 or n_content, H, W) float, checked."""
     if mask is None:
         return None
-    mask = checks.check_mask(mask, content.batch, content.latent_shape)
+    mask = checks.check_mask(mask, content.batch, content.latent_shape, latent_to_pixels=latent_to_pixels)
     if not torch.isfinite(mask).all() or not (mask > 0.5).any():
         raise ZStarError("mask: the mask is empty (no pixel above 0.5), so no pixel would take the style")
     return mask.float()
@@ -115,7 +115,7 @@ def zstar_sample(model, content: Inversion, style, positive, negative, cfg=1.0,
     if content.uncond_embeddings is not None:
         nulltext = NullTextState()
         install_nulltext(patched, nulltext)
-    region = prepare_mask(mask, content)
+    region = prepare_mask(mask, content, info.family.latent_to_pixels)
     holder = {}
 
     def denoise(denoiser, like, sigmas, **_):

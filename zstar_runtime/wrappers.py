@@ -2,7 +2,8 @@
 
 - apply_model_wrapper (APPLY_MODEL): every model call of a Z* run is checked against the run's
   rows and latent size; ControlNet residuals are kept off the style rows; Flux's style rows get
-  their inversion's guidance.
+  their inversion's guidance; a layer-indexed model (Z-Image) starts without a stale layer index
+  and must have reached its Z* layers through the host's index.
 - RecordsOnDevice (PREPARE_SAMPLING): fast mode's style records are memory the host must see.
 - nulltext_wrapper (APPLY_MODEL): the unconditional rows get the null-text embedding of the step.
 - cached_cond_wrapper (CALC_COND_BATCH): during null-text optimisation, the conditional half
@@ -25,6 +26,7 @@ from ..zstar_attention import SharedRunState, ZStarError, ZStarRun, rows_per_chu
 from ..zstar_attention.style_types import StyleRecord
 from . import host
 from .hooks import RUN_KEY
+from .joint_patch import BLOCK_POSITION_KEYS, OVERRIDE_KEY, LayerOverride
 
 NULLTEXT_KEY = "zstar_nulltext"
 COND_CACHE_KEY = "zstar_nulltext_cond_cache"
@@ -66,7 +68,24 @@ def apply_model_wrapper(executor, x, t, c_concat, c_crossattn, control, transfor
             control = {name: [None if r is None else r * keep.view(-1, *([1] * (r.ndim - 1))).to(r.dtype)
                               for r in residuals]
                        for name, residuals in control.items()}
+        if run.stacked and run.reweight and isinstance(transformer_options.get(OVERRIDE_KEY), LayerOverride):
+            return layer_indexed_call(executor, run, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+
+def layer_indexed_call(executor, run, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+    """A reweighted model call of a layer-indexed model (Z-Image). The options start without a layer
+    index, so layers that attend before the host writes one (NextDiT's refiners) can never read a
+    stale one; afterwards, at least one call must have been found by the index, or this host does
+    not write it and the result would silently be the plain model's."""
+    options = {k: v for k, v in transformer_options.items() if k not in BLOCK_POSITION_KEYS}
+    before = run.layer_calls
+    out = executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+    if run.layer_calls == before:
+        raise ZStarError("model: this ComfyUI does not tell attention calls which layer they belong to "
+                         "(transformer_options 'block_index', written by ComfyUI 0.8.0 and later), so Z* cannot find "
+                         "its layers in this model; update ComfyUI")
+    return out
 
 
 def replace_kv(record: StyleRecord, device) -> StyleRecord:

@@ -175,7 +175,11 @@ FLUX_VAE_NAME = "zstar_random_flux_ae.safetensors"
 CLIP_L_NAME = "zstar_random_clip_l.safetensors"
 CHROMA_NAME = "zstar_random_chroma.safetensors"
 QWEN_IMAGE_NAME = "zstar_random_qwen_image.safetensors"
+FLUX2_NAME = "zstar_random_flux2_klein.safetensors"
+Z_IMAGE_NAME = "zstar_random_z_image.safetensors"
 T5XXL_WIDTH, QWEN25_7B_WIDTH = 4096, 3584  # the text widths Chroma and Qwen-Image are conditioned with
+QWEN3_4B_WIDTH = 2560  # Qwen3-4B's hidden width: Z-Image reads its last layer, Flux.2 Klein 4B three layers (7680)
+Z_IMAGE_WIDTH = 30 * 128  # ComfyUI tells Z-Image from Lumina 2 by this width (3840, 30 heads)
 
 # Flux.1-dev at depth 1 + 1 (the guidance embedding present, so ComfyUI takes it for dev, not schnell).
 FLUX_DEPTH, FLUX_DEPTH_SINGLE = 1, 1
@@ -330,6 +334,52 @@ def qwen_image_layout() -> dict[str, tuple[int, ...]]:
     config = _detected_config(probe, "qwen_image")
     return _checked_layout(comfy.ldm.qwen_image.model.QwenImageTransformer2DModel, config,
                            comfy.supported_models.QwenImage, "Qwen-Image file")
+
+
+def flux2_layout() -> dict[str, tuple[int, ...]] | None:
+    """{key: shape} of a Flux.2 Klein 4B diffusion model (flux-2-klein-4b's keys, no prefix): 1 double +
+    1 single block (real: 5 + 20) at 24 heads × 128 = 3072, text 3 × 2560 from Qwen3-4B, no guidance
+    embedding; or None on a host whose detection fixes Flux.2's heads at dev's 48 (ComfyUI 0.8.0:
+    it takes a 3072-wide file for 48 heads of 64, which its rotary axes of 128 refuse), where only a
+    6144-wide dev file (3 GB even at one block each) would load."""
+    import comfy.ldm.flux.model
+    import comfy.supported_models
+
+    probe = {"img_in.weight": (FLUX_WIDTH, 128), "txt_in.weight": (FLUX_WIDTH, 3 * QWEN3_4B_WIDTH),
+             "double_stream_modulation_img.lin.weight": (6 * FLUX_WIDTH, FLUX_WIDTH),
+             "double_blocks.0.img_attn.norm.key_norm.scale": (128,), "single_blocks.0.norm.key_norm.scale": (128,)}
+    config = _detected_config(probe, "flux2")
+    if config["hidden_size"] != config["num_heads"] * sum(config["axes_dim"]):
+        return None
+    return _checked_layout(comfy.ldm.flux.model.Flux, config, comfy.supported_models.Flux2, "Flux.2 file")
+
+
+def z_image_layout() -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a Z-Image diffusion model (z_image_turbo's keys, no prefix): 1 numbered layer
+    (real: 30) beside the 2 + 2 refiner layers every host builds, at the width that makes it Z-Image
+    (3840 in 30 heads), caption width Qwen3-4B's 2560, the pad tokens of Turbo."""
+    import comfy.ldm.lumina.model
+    import comfy.supported_models
+
+    probe = {"cap_embedder.1.weight": (Z_IMAGE_WIDTH, QWEN3_4B_WIDTH), "cap_pad_token": (1, Z_IMAGE_WIDTH),
+             "noise_refiner.0.attention.k_norm.weight": (128,),
+             "layers.0.attention.qkv.weight": (3 * Z_IMAGE_WIDTH, Z_IMAGE_WIDTH)}
+    config = _detected_config(probe, "lumina2")
+    return _checked_layout(comfy.ldm.lumina.model.NextDiT, config, comfy.supported_models.ZImage, "Z-Image file")
+
+
+def flux2_diffusion_model(directory: Path | None = None, seed: int = 0) -> Path | None:
+    """Path of the cached random Flux.2 Klein diffusion model (flux2_layout; ~1.1 GB fp16) for
+    UNETLoader, or None where this host cannot load a Klein-sized Flux.2 (see flux2_layout). No text
+    encoder of its width runs here (Qwen3-4B): condition it with tensors of that width."""
+    layout = flux2_layout()
+    return None if layout is None else _cached(FLUX2_NAME, layout, seed, directory)
+
+
+def z_image_diffusion_model(directory: Path | None = None, seed: int = 0) -> Path:
+    """Path of the cached random Z-Image diffusion model (z_image_layout; ~1.8 GB fp16) for UNETLoader;
+    condition it with tensors of Qwen3-4B's width (its text encoder cannot run here)."""
+    return _cached(Z_IMAGE_NAME, z_image_layout(), seed, directory)
 
 
 def chroma_diffusion_model(directory: Path | None = None, seed: int = 0) -> Path:

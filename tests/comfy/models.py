@@ -90,7 +90,8 @@ def patcher(config, seed: int | None = None, state_dict=None, dtype=torch.float3
             else net.final_layer.linear  # U-Net | Qwen-Image | Flux, Chroma, MMDiT
         with torch.no_grad():
             last.weight.mul_(out_scale)
-            last.bias.mul_(out_scale)
+            if last.bias is not None:  # Flux.2's layers have none
+                last.bias.mul_(out_scale)
         model.diffusion_model.to(dtype)
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device or comfy.model_management.get_torch_device(),
                                             offload_device=CPU)
@@ -176,6 +177,40 @@ def qwen_image(seed: int | None = 0, layers: int = 3, **overrides):
     return patcher(comfy.supported_models.QwenImage(unet), seed, out_scale=FLOW_OUT_SCALE)
 
 
+def flux2(seed: int | None = 0, **overrides):
+    """Flux.2-dev's layout (comfy/model_detection.py, the "flux2" entry: patch size 1 on 128-channel
+    latents, four rotary axes, shared modulations, no biases, guidance embedding) shrunk as
+    FLUX_SMALL: 2 double + 3 single blocks, width 64 in 2 heads of 32, axes 8×4 (real: 8 + 48
+    blocks, 6144 in 48 heads of 128, 32×4). Condition it with flow_cond(guidance=…)."""
+    unet = {"image_model": "flux2", "in_channels": 128, "out_channels": 128, "patch_size": 1, "vec_in_dim": None,
+            "context_in_dim": SMALL_CONTEXT, "hidden_size": 64, "mlp_ratio": 3.0, "num_heads": 2, "depth": 2,
+            "depth_single_blocks": 3, "axes_dim": [8, 8, 8, 8], "theta": 2000, "qkv_bias": False,
+            "guidance_embed": True, "txt_ids_dims": [3], "global_modulation": True, "mlp_silu_act": True,
+            "ops_bias": False, "default_ref_method": "index", "ref_index_scale": 10.0, **overrides}
+    return patcher(comfy.supported_models.Flux2(unet), seed, out_scale=FLOW_OUT_SCALE)
+
+
+# the random NextDiT's time modulation (time_scale 1000) bends its flow more than the Flux toy's: a smaller
+# output keeps the reconstruction errors of the same size (as CHROMA_OUT_SCALE)
+Z_IMAGE_OUT_SCALE = 0.1
+
+
+def z_image(seed: int | None = 0, layers: int = 3, config_cls=None, **overrides):
+    """Z-Image's layout (comfy/model_detection.py, the Lumina 2 entry at dim 3840: NextDiT with
+    Z-Image's modulation, 2 context + 2 noise refiner layers, image and caption tokens padded to
+    multiples of 32 with learnt pad tokens, RoPE θ 256) shrunk: `layers` numbered layers of width
+    256 (its least: the modulation reads a 256-wide time embedding) in 8 heads of 32, axes 8+12+12,
+    caption width SMALL_CONTEXT (real: 30 layers, 3840 in 30 heads of 128, axes 32+48+48, caption 2560)."""
+    unet = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "cap_feat_dim": SMALL_CONTEXT,
+            "n_layers": layers, "qk_norm": True, "n_heads": 8, "n_kv_heads": 8, "axes_dims": [8, 12, 12],
+            "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
+            "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32, **overrides}
+    config = (config_cls or comfy.supported_models.ZImage)(unet)
+    if seed is None:
+        return patcher(config, load_device=CPU)
+    return patcher(config, seed, out_scale=Z_IMAGE_OUT_SCALE)
+
+
 def qwen_latent(seed: int, batch: int = 1, size: int = LATENT_SIZE):
     """A Qwen-Image LATENT as its VAE encodes an image: (B, 16, 1, H, W)."""
     gen = torch.Generator().manual_seed(seed)
@@ -221,9 +256,9 @@ def flow_cond(seed: int, tokens: int = 16, guidance: float | None = None):
     return [[torch.randn(1, tokens, SMALL_CONTEXT, generator=gen), extra]]
 
 
-def flow_latent(seed: int, batch: int = 1, size: int = LATENT_SIZE):
+def flow_latent(seed: int, batch: int = 1, size: int = LATENT_SIZE, channels: int = 16):
     gen = torch.Generator().manual_seed(seed)
-    return {"samples": torch.randn(batch, 16, size, size, generator=gen)}
+    return {"samples": torch.randn(batch, channels, size, size, generator=gen)}
 
 
 def cond(seed: int, tokens: int = 77, dim: int = SMALL_CONTEXT):

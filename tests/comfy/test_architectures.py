@@ -141,7 +141,7 @@ def test_sd2_v_prediction():
 def test_other_transformers_are_refused_naming_them():
     """AuraFlow: an MMDiT-like transformer Z* has no adapter for, refused by name."""
     model = models.auraflow()
-    with pytest.raises(ZStarError, match=r"and the Flux.1, Chroma, Qwen-Image, SD3.5 transformers; this MODEL is "
+    with pytest.raises(ZStarError, match=r"and the Flux.1, Flux.2, Chroma, Qwen-Image, Z-Image, SD3.5 transformers; this MODEL is "
                        r"AuraFlow/AuraFlow.*\(MMDiT\)"):
         describe(model)
 

@@ -1,4 +1,4 @@
-"""Z* on rectified-flow transformers (Flux.1, Chroma, Qwen-Image, SD3.5) on real ComfyUI code, random weights of the real layouts.
+"""Z* on rectified-flow transformers (Flux.1, Flux.2, Chroma, Qwen-Image, Z-Image, SD3.5) on real ComfyUI code, random weights of the real layouts.
 
 Invariants (issue 13): outside the chosen blocks and steps the model is the host's, bit for bit;
 style = content at λ = 1 (style lending all its tokens) denoised alongside is the plain
@@ -36,8 +36,10 @@ from comfyui_zstar.nodes.patch import ZStarAttentionPatch  # noqa: E402
 from comfyui_zstar.zstar_attention import ZStarError, flow_sample  # noqa: E402
 from comfyui_zstar.zstar_attention.style_types import StyleEntry  # noqa: E402
 from comfyui_zstar.zstar_runtime import host  # noqa: E402
-from comfyui_zstar.zstar_runtime.families import CHROMA, FLUX, QWEN_IMAGE, SD3, describe  # noqa: E402
+from comfyui_zstar.zstar_runtime.families import CHROMA, FLUX, FLUX2, QWEN_IMAGE, SD3, Z_IMAGE, describe  # noqa: E402
 from comfyui_zstar.zstar_runtime.families.flux import flux_keys  # noqa: E402
+from comfyui_zstar.zstar_runtime.families.z_image import z_image_keys  # noqa: E402
+from comfyui_zstar.zstar_runtime.joint_patch import OVERRIDE_KEY, LayerOverride  # noqa: E402
 from comfyui_zstar.zstar_runtime.families.qwen_image import qwen_keys  # noqa: E402
 from comfyui_zstar.zstar_runtime.families.sd3 import sd3_keys  # noqa: E402
 from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
@@ -48,24 +50,43 @@ STEPS = 8
 GUIDANCE = 3.5
 
 
-BUILDERS = {"flux": models.flux, "chroma": models.chroma, "qwen_image": models.qwen_image, "sd3": models.sd3}
+BUILDERS = {"flux": models.flux, "flux2": models.flux2, "chroma": models.chroma, "qwen_image": models.qwen_image,
+            "z_image": models.z_image, "sd3": models.sd3}
+GUIDED = ("flux", "flux2")  # the families with a guidance embedding (FluxGuidance), the others use real CFG
+# the families a host must be new enough for: (its config class, the host's first version with it)
+NEEDS = {"flux2": ("Flux2", "0.8.0"), "z_image": ("ZImage", "0.8.0")}
+HOST_LACKS = {name: not hasattr(comfy.supported_models, cls) for name, (cls, _) in NEEDS.items()}
 
 
-@pytest.fixture(scope="module", params=list(BUILDERS))
+def families(*names):
+    """pytest params for these families, each skipped by name on a host that does not have it."""
+    return [pytest.param(n, marks=pytest.mark.skipif(HOST_LACKS.get(n, False), reason=(
+        f"this ComfyUI has no {NEEDS[n][0]} model (it came with ComfyUI {NEEDS[n][1]})" if n in NEEDS else "")))
+        for n in names]
+
+
+@pytest.fixture(scope="module", params=families(*BUILDERS))
 def family_model(request):
     return request.param, BUILDERS[request.param](seed=0)
 
 
-@pytest.fixture(scope="module", params=["chroma", "qwen_image", "sd3"])
+@pytest.fixture(scope="module", params=families("chroma", "qwen_image", "z_image", "sd3"))
 def real_cfg_model(request):
     """The families that guide with real CFG (cond and uncond rows in one model call)."""
     return request.param, BUILDERS[request.param](seed=0)
 
 
-@pytest.fixture(scope="module", params=["flux", "chroma", "qwen_image"])
+@pytest.fixture(scope="module", params=families("flux", "flux2", "chroma", "qwen_image", "z_image"))
 def rope_model(request):
     """The families with rotary positions, where `style_positions` moves the style's keys."""
     return request.param, BUILDERS[request.param](seed=0)
+
+
+@pytest.fixture(scope="module")
+def z_image_model():
+    if HOST_LACKS["z_image"]:
+        pytest.skip("this ComfyUI has no ZImage model (it came with ComfyUI 0.8.0)")
+    return models.z_image(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +100,16 @@ def sd3_model():
 
 
 def cond_for(name, seed=1):
-    return models.flow_cond(seed, guidance=GUIDANCE if name == "flux" else None)
+    return models.flow_cond(seed, guidance=GUIDANCE if name in GUIDED else None)
 
 
 def latent_for(model, seed, batch=1):
-    """A LATENT's samples as the model's VAE makes them: (B, 16, H, W), or (B, 16, 1, H, W) for Qwen-Image."""
-    frames = model.model.latent_format.latent_dimensions == 3
-    return (models.qwen_latent if frames else models.flow_latent)(seed, batch)["samples"]
+    """A LATENT's samples as the model's VAE makes them: (B, C, H, W) (Flux.2: 128 channels), or
+    (B, 16, 1, H, W) for Qwen-Image."""
+    fmt = model.model.latent_format
+    if fmt.latent_dimensions == 3:
+        return models.qwen_latent(seed, batch)["samples"]
+    return models.flow_latent(seed, batch, channels=fmt.latent_channels)["samples"]
 
 
 def invert(model, seed, cond, steps=STEPS, solver="euler", batch=1):
@@ -159,6 +183,27 @@ def test_published_defaults_at_real_size():
     assert QWEN_IMAGE.default_layers_for(qwen_keys(60)) == "30-59" == QWEN_IMAGE.default_layers
 
 
+@pytest.mark.skipif(HOST_LACKS["flux2"] or HOST_LACKS["z_image"],
+                    reason="this ComfyUI has no Flux2 and ZImage models (they came with ComfyUI 0.8.0)")
+def test_flux2_and_z_image_are_detected_with_their_layers():
+    info = describe(models.flux2(seed=None))
+    assert info.family is FLUX2 and info.layer_keys == flux_keys(2, 3) and info.default_layers == "3-4"
+    assert FLUX2.takes_guidance(models.flux2(seed=None))
+    assert not FLUX2.takes_guidance(models.flux2(seed=None, guidance_embed=False))
+    info = describe(models.z_image(seed=None, layers=4))
+    assert info.family is Z_IMAGE and info.layer_keys == z_image_keys(4) and info.default_layers == "2-3"
+    assert Z_IMAGE.key_label(info.layer_keys[1]) == "layer 1" and info.shift == 3.0
+    # Lumina 2 itself (the same NextDiT, its own config) is not Z-Image: refused, never patched
+    lumina = models.z_image(seed=None, config_cls=comfy.supported_models.Lumina2, z_image_modulation=False,
+                            pad_tokens_multiple=None, time_scale=1.0)
+    with pytest.raises(ZStarError, match="model: this MODEL \\(Lumina2/Lumina2.*\\) has Z-Image's network but is a "
+                       "variant Z\\* does not know"):
+        describe(lumina)
+    assert FLUX2.default_layers_for(flux_keys(8, 48)) == "33-55" == FLUX2.default_layers  # dev
+    assert FLUX2.default_layers_for(flux_keys(5, 20)) == "15-24"  # Klein 4B: single blocks 10-19
+    assert Z_IMAGE.default_layers_for(z_image_keys(30)) == "15-29" == Z_IMAGE.default_layers
+
+
 def test_schedule_is_the_hosts_simple_scheduler(family_model):
     name, model = family_model
     info = describe(model)
@@ -206,7 +251,7 @@ def test_alongside_self_style_reproduces_plain_reconstruction(family_model, solv
     style keys sit where they were recorded and the sampler's guidance is the inversion's (1.0),
     so the style row IS the content row."""
     name, model = family_model
-    cond = models.flow_cond(1, guidance=1.0 if name == "flux" else None)
+    cond = models.flow_cond(1, guidance=1.0 if name in GUIDED else None)
     content = invert(model, 2, cond, solver=solver)
     patched = patch_model(model, 1.0, 0.0, "0-2", 0, STEPS, positions="as_recorded")
     with style_lends_all_tokens():
@@ -226,7 +271,7 @@ def test_reconstruction_converges_with_steps(family_model):
     solvers: the Z* Sampler's own first-order step, and each solver's own reconstruction. Flux
     reconstructs with the inversion's guidance (1.0): another guidance is another ODE."""
     name, model = family_model
-    cond = models.flow_cond(1, guidance=1.0 if name == "flux" else None)
+    cond = models.flow_cond(1, guidance=1.0 if name in GUIDED else None)
     clean = model.model.process_latent_in(latent_for(model, 2))
     rows = []
     for steps in (4, 8, 16, 32):
@@ -380,27 +425,106 @@ def test_positions_are_refused_without_rotary_positions(sd3_model):
         .positions == "as_recorded"
 
 
-@pytest.mark.parametrize("mode, offsets", [("shifted", (1.0, 8.0, 0.0)), ("reference_latent", (1.0, 0.0, 0.0)),
-                                           ("as_recorded", None)])
-def test_positions_place_the_style_keys_where_they_say(rope_model, mode, offsets):
-    """A 16 × 24 latent is a 8 × 12 token grid: 'shifted' moves the style keys by index + 1 and the
-    grid's height (beside the image along its shorter side), 'reference_latent' by index + 1 only
-    (where the host places a first reference latent by "index"), 'as_recorded' not at all. The
-    rotation is built from the network's own rotary embedding (its pe_embedder's axes and θ)."""
+ROPE = {"flux": ([8, 12, 12], 10000.0), "flux2": ([8, 8, 8, 8], 2000.0), "chroma": ([8, 12, 12], 10000.0),
+        "qwen_image": ([8, 12, 12], 10000.0), "z_image": ([8, 12, 12], 256.0)}  # models.py's layouts
+
+
+@pytest.mark.parametrize("mode", ["shifted", "reference_latent", "as_recorded"])
+def test_positions_place_the_style_keys_where_they_say(rope_model, mode):
+    """A 16 × 24 latent is a 8 × 12 token grid (2×2 patches; Flux.2's 1×1: 16 × 24): 'shifted' moves
+    the style keys by index + 1 and the grid's height (beside the image along its shorter side),
+    'reference_latent' by the index the host gives a first reference latent (Flux.2: 10, the others
+    1) only, 'as_recorded' not at all. The rotation is built from the network's own rotary
+    embedding (its axes and θ)."""
     from comfyui_zstar.zstar_attention import rope_rotation
 
     name, model = rope_model
     patched = patch_model(model, 1.2, 0.0, "auto", 2, STEPS, positions=mode)
-    block = next(iter(patched.model_options["transformer_options"]["patches_replace"]["dit"].values()))
-    shape = (16, 1, 16, 24) if name == "qwen_image" else (16, 16, 24)
+    info = describe(patched)
+    hook = next(iter(info.family.installed(patched).values()))
+    shape = (16, 1, 16, 24) if name == "qwen_image" else (model.model.latent_format.latent_channels, 16, 24)
     run = types.SimpleNamespace(rope_rotation={}, latent_shape=shape)
-    found = block.positions(run)
-    if offsets is None:
+    found = hook.positions(run)
+    if mode == "as_recorded":
         assert found is None
         return
-    axes = {"flux": [8, 12, 12], "chroma": [8, 12, 12], "qwen_image": [8, 12, 12]}[name]  # models.py's layouts
-    expected = rope_rotation(offsets + (0.0,) * (len(axes) - 3), axes, 10000.0)
-    assert torch.equal(found, expected)
+    height = 16 if name == "flux2" else 8
+    offsets = (1.0, float(height), 0.0) if mode == "shifted" else (10.0 if name == "flux2" else 1.0, 0.0, 0.0)
+    axes, theta = ROPE[name]
+    assert torch.equal(found, rope_rotation(offsets + (0.0,) * (len(axes) - 3), axes, theta))
+
+
+# ------------------------------------------------------------------ Z-Image: the layer-indexed hook
+
+def z_image_run(model, layers="0-2", **kwargs):
+    cond = cond_for("z_image")
+    content, style = invert(model, 2, cond), invert(model, 3, cond)
+    return zstar_sample(patch_model(model, 1.2, 0.0, layers, 2, STEPS), content, style, cond, cond,
+                        progress=False, **kwargs)[0]
+
+
+def test_z_image_refiners_never_take_a_stale_layer_index(z_image_model):
+    """NextDiT's context and noise refiners attend before the host writes block_index: options that
+    still carry one from elsewhere must not make them Z* layers (they would be reweighted as layer 0,
+    or stop the run: a refiner's call holds the caption or the image alone)."""
+    cond = cond_for("z_image")
+    content, style = invert(z_image_model, 2, cond), invert(z_image_model, 3, cond)
+    patched = patch_model(z_image_model, 1.2, 0.0, "0-2", 2, STEPS)
+    fresh, _ = zstar_sample(patched, content, style, cond, cond, progress=False)
+    stale = patched.clone()
+    stale.model_options["transformer_options"].update(block_type="double", block_index=0)
+    again, _ = zstar_sample(stale, content, style, cond, cond, progress=False)
+    assert torch.equal(again, fresh)
+
+
+def test_z_image_override_chains_the_one_set_before(z_image_model):
+    """An attention override set before the patch (another pack's, an attention-backend node) keeps
+    every call: the refiners', the unchosen layers' and Z*'s own; a second patch replaces ours only."""
+    lengths = []
+
+    def backend(func, *args, **kwargs):
+        lengths.append(args[0].shape[2] if kwargs.get("skip_reshape") else args[0].shape[1])
+        return func(*args, **kwargs)
+    base = z_image_model.clone()
+    base.model_options["transformer_options"][OVERRIDE_KEY] = backend
+    patched = patch_model(base, 1.2, 0.0, "1", 2, STEPS)
+    hook = patched.model_options["transformer_options"][OVERRIDE_KEY]
+    assert isinstance(hook, LayerOverride) and hook.previous is backend and set(hook.calls) == {1}
+    chained = z_image_run(base, "1")
+    assert torch.equal(chained, z_image_run(z_image_model, "1"))
+    # caption (16 → 32 with pad tokens), image (64), both (96), and Z*'s own calls over the style keys
+    assert {32, 64, 96} <= set(lengths)
+    again = patch_model(patched, 1.0, 0.0, "0-1", 2, STEPS).model_options["transformer_options"][OVERRIDE_KEY]
+    assert isinstance(again, LayerOverride) and again.previous is backend and set(again.calls) == {0, 1}
+    assert "zstar" not in base.model_options["transformer_options"]  # the model we were given is untouched
+
+
+def test_z_image_on_a_host_without_layer_index_is_refused(z_image_model):
+    """A host that writes no block index the override recognises (ComfyUI before 0.8.0) would give
+    the plain model's image: the run stops at its first reweighted step instead."""
+    cond = cond_for("z_image")
+    content, style = invert(z_image_model, 2, cond), invert(z_image_model, 3, cond)
+    patched = patch_model(z_image_model, 1.2, 0.0, "auto", 2, STEPS)
+    patched.model_options["transformer_options"][OVERRIDE_KEY].block_type = "a label no host writes"
+    with pytest.raises(ZStarError, match="model: this ComfyUI does not tell attention calls which layer they belong "
+                       "to .*ComfyUI 0.8.0 and later"):
+        zstar_sample(patched, content, style, cond, cond, progress=False)
+
+
+def test_flux2_and_z_image_bad_input_is_named(z_image_model):
+    if HOST_LACKS["flux2"]:
+        pytest.skip("this ComfyUI has no Flux2 model (it came with ComfyUI 0.8.0)")
+    flux2 = models.flux2(seed=1)
+    with pytest.raises(ZStarError, match=r"layers: layer 10 is out of range \(layers 0-2\)"):
+        patch_model(z_image_model, 1.2, 0.0, "10-15", 2, STEPS)
+    with pytest.raises(ZStarError, match=r"layers: layer 10 is out of range \(layers 0-4\)"):
+        patch_model(flux2, 1.2, 0.0, "10-15", 2, STEPS)
+    z_inv = invert(z_image_model, 2, cond_for("z_image"), steps=2)
+    with pytest.raises(ZStarError, match="content: inverted with a .*ZImage.* model but this MODEL is .*Flux2"):
+        zstar_sample(patch_model(flux2, 1.2, 0.0, "auto", 0, 2), z_inv, z_inv, cond_for("flux2"), cond_for("flux2"),
+                     progress=False)
+    with pytest.raises(ZStarError, match=r"latent: .*128"):  # a Flux.1 latent (16 channels) on Flux.2
+        invert_latent(flux2, torch.randn(1, 16, 16, 16), 2, cond_for("flux2"), progress=False, method="flow")
 
 
 def test_mask_and_style_mix(flux_model):

@@ -57,13 +57,14 @@ def test_every_family_keeps_the_adapter_contract(fam):
     assert len(fam.layer_keys) == len(set(fam.layer_keys)) > 0
     assert parse_layers(fam.default_layers, len(fam.layer_keys))  # "auto" names layers the family has
     assert family(fam.name) is fam and layer_tables()[fam.name] == fam.layer_keys
-    assert fam.latent_to_pixels == 8
+    assert fam.latent_to_pixels == (16 if fam.name == "flux2" else 8)  # Flux.2's VAE: 16 px per latent cell
 
 
 def test_families_are_told_apart_by_name():
-    assert [f.name for f in FAMILIES] == ["sd2", "sd15", "sdxl", "flux", "chroma", "qwen_image", "sd3"]
-    with pytest.raises(ValueError, match="model family 'flux2' is not one of sd2, sd15, sdxl, flux, chroma, qwen_image, sd3"):
-        family("flux2")
+    assert [f.name for f in FAMILIES] == ["sd2", "sd15", "sdxl", "flux", "flux2", "chroma", "qwen_image", "z_image", "sd3"]
+    with pytest.raises(ValueError, match="model family 'flux3' is not one of sd2, sd15, sdxl, flux, flux2, chroma, "
+                       "qwen_image, z_image, sd3"):
+        family("flux3")
 
 
 @pytest.mark.parametrize("fam", FLOWS, ids=lambda f: f.name)

@@ -392,7 +392,7 @@ def unknown_layout_unet():
 
 
 @pytest.mark.parametrize("kind, fragment", [
-    ("auraflow", "model: Z* supports SD1.5, SD2.x and SDXL U-Net models, and the Flux.1, Chroma, Qwen-Image, SD3.5 "
+    ("auraflow", "model: Z* supports SD1.5, SD2.x and SDXL U-Net models, and the Flux.1, Flux.2, Chroma, Qwen-Image, Z-Image, SD3.5 "
                  "transformers; this MODEL is AuraFlow/AuraFlow (flow) (MMDiT)"),
     ("flow", "model: Z* supports SD1.5, SD2.x and SDXL U-Net models with eps or v prediction on a discrete DDPM "
              "schedule; this MODEL (BaseModel/SD15) samples with Flow"),

@@ -17,8 +17,8 @@ harness.load_pack()
 from comfyui_zstar.zstar_runtime import host  # noqa: E402
 from comfyui_zstar.zstar_runtime.inversion import invert_latent  # noqa: E402
 from comfyui_zstar.zstar_runtime.families import FLUX, family  # noqa: E402
-from comfyui_zstar.zstar_runtime.joint_patch import ZStarBlock  # noqa: E402
-from comfyui_zstar.zstar_runtime.hooks import CONFIG_KEY, ZStarAttn1  # noqa: E402
+from comfyui_zstar.zstar_runtime.joint_patch import OVERRIDE_KEY, LayerOverride, ZStarBlock, host_call  # noqa: E402
+from comfyui_zstar.zstar_runtime.hooks import CONFIG_KEY, RUN_KEY, ZStarAttn1  # noqa: E402
 
 
 class HostAttention(ZStarAttn1):
@@ -47,10 +47,28 @@ class HostBlock(ZStarBlock):
         return extra["original_block"](args)
 
 
+class HostLayers(LayerOverride):
+    """Z-Image's Z* override that always runs the host's attention (it still counts the layers it
+    finds, as the run's check of the host's layer index expects)."""
+
+    def __call__(self, func, *args, **kwargs):
+        options = kwargs.get("transformer_options") or {}
+        run = options.get(RUN_KEY)
+        if run is not None and options.get("block_type") == self.block_type and options.get("block_index") in self.calls:
+            run.layer_calls += 1
+        return host_call(self.previous, func, *args, **kwargs)
+
+
 def unpatched_flow_twin(model, patched):
-    """unpatched_twin for Flux: the same Z* run as `patched`, every Z* block running the host's block."""
+    """unpatched_twin for the transformers: the same Z* run as `patched`, every Z* block running
+    the host's block (Z-Image: every Z* layer the host's attention)."""
     config = patched.model_options["transformer_options"][CONFIG_KEY]
     twin = model.clone()
+    if config.arch == "z_image":
+        twin.model_options["transformer_options"][OVERRIDE_KEY] = HostLayers(config, family(config.arch),
+                                                                              {k[1]: k for k in config.keys})
+        twin.model_options["transformer_options"][CONFIG_KEY] = config
+        return twin
     for (kind, index), calls in FLUX.blocks_of(config.keys).items():
         twin.set_model_patch_replace(HostBlock(config, FLUX, calls), "dit", kind, index)
     twin.model_options["transformer_options"][CONFIG_KEY] = config

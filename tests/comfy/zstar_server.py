@@ -50,10 +50,32 @@ FULL_SIZE_TEXT_ENCODERS = (T5XXL, "clip_g.safetensors")  # T5-XXL (4.7B) cannot 
 # Chroma / Qwen-Image workflows (example_workflows/build.py names the files of their templates)
 CHROMA_MODEL, QWEN_MODEL = "Chroma1-HD.safetensors", "qwen_image_fp8_e4m3fn.safetensors"
 QWEN_TEXT, QWEN_VAE = "qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image_vae.safetensors"
+# Flux.2 / Z-Image workflows: the files of ComfyUI's templates (example_workflows/build.py); Z-Image's VAE is FLUX_VAE
+FLUX2_MODEL, FLUX2_TEXT, FLUX2_VAE = ("flux2_dev_fp8mixed.safetensors", "mistral_3_small_flux2_bf16.safetensors",
+                                      "flux2-vae.safetensors")
+Z_IMAGE_MODEL, Z_IMAGE_TEXT = "z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors"
 # Workflows the tests open, check and convert but do not run, with the reason.
 NOT_RUN = {"zstar_qwen_image": "its text encoder, Qwen2.5-VL-7B, is the only one of Qwen-Image's 3584 width and "
                                "cannot run on this CPU (tests/comfy/test_dit_checkpoints.py runs the random "
-                               "Qwen-Image file, stock-loaded, with Z* on conditioning tensors of that width)"}
+                               "Qwen-Image file, stock-loaded, with Z* on conditioning tensors of that width)",
+           "zstar_flux2": "its text encoder, Mistral 3 Small (24B), is the only one of Flux.2-dev's width and cannot "
+                          "run on this CPU (tests/comfy/test_flux2_z_image_files.py runs a random Flux.2 file, "
+                          "stock-loaded, with Z* on conditioning tensors)",
+           "zstar_z_image": "its text encoder, Qwen3-4B, cannot run on this CPU in the tests' time "
+                            "(tests/comfy/test_flux2_z_image_files.py runs the random Z-Image file, stock-loaded, "
+                            "with Z* on conditioning tensors of its width)"}
+# Workflows of families a host must be new enough for: {name: (the model config class, the first ComfyUI with it)}
+NEEDS_MODEL = {"zstar_flux2": ("Flux2", "0.8.0"), "zstar_z_image": ("ZImage", "0.8.0")}
+
+
+def host_lacks(name: str) -> str | None:
+    """Why this host cannot load the workflow `name` (a family it does not have), or None."""
+    import comfy.supported_models
+
+    if name in NEEDS_MODEL and not hasattr(comfy.supported_models, NEEDS_MODEL[name][0]):
+        cls, version = NEEDS_MODEL[name]
+        return f"{name} needs ComfyUI {version} or later (this ComfyUI has no {cls} model)"
+    return None
 # city96's ComfyUI-GGUF (Apache-2.0), installed into the test server when its archive is there
 GGUF_PACK_ENV = "ZSTAR_GGUF_PACK"
 GGUF_PACKS = REPO.parent / "shared" / "packs"
@@ -135,6 +157,9 @@ def prepare_base(base: Path) -> Path:
                               ("text_encoders", CLIP_L, clip_l),
                               # listed so the Qwen-Image workflow's loaders find its names; never run (NOT_RUN)
                               ("text_encoders", QWEN_TEXT, clip_l), ("vae", QWEN_VAE, checkpoint.flux_vae()),
+                              # the same for Flux.2 and Z-Image (the Flux.2 name holds the Z-Image file where
+                              # this host cannot load a Klein-sized Flux.2: listed, never loaded)
+                              *new_family_files(checkpoint, clip_l),
                               # listed so the workflows' loaders find every name; never loaded: the
                               # tests load CLIP-L alone in their place (see swap_text_encoders)
                               *(("text_encoders", name, clip_l) for name in FULL_SIZE_TEXT_ENCODERS)):
@@ -271,6 +296,17 @@ def image_roles(prompt: dict) -> tuple[list[str], list[str]]:
 
     content = loads("content")
     return content, loads("style", exclude=content)
+
+
+def new_family_files(checkpoint, clip_l) -> tuple:
+    """(folder, name, file) for the Flux.2 and Z-Image workflows' loaders, on hosts that have them."""
+    if NEEDS_MODEL and any(host_lacks(name) for name in NEEDS_MODEL):
+        return ()
+    z_image = checkpoint.z_image_diffusion_model()
+    return (("diffusion_models", Z_IMAGE_MODEL, z_image),
+            ("diffusion_models", FLUX2_MODEL, checkpoint.flux2_diffusion_model() or z_image),
+            ("text_encoders", FLUX2_TEXT, clip_l), ("text_encoders", Z_IMAGE_TEXT, clip_l),
+            ("vae", FLUX2_VAE, checkpoint.flux_vae()))
 
 
 def text_encoder_swap(prompt: dict) -> dict:

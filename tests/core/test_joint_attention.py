@@ -16,10 +16,25 @@ def sdpa_heads_first(q, k, v):
     return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
 
 
-def sdpa_flat(q, k, v):
+def sdpa_flat(q, k, v, mask=None):
     b = q.shape[0]
     q_, k_, v_ = (t.reshape(b, t.shape[1], HEADS, D).transpose(1, 2) for t in (q, k, v))
-    return F.scaled_dot_product_attention(q_, k_, v_).transpose(1, 2).reshape(b, q.shape[1], -1)
+    return F.scaled_dot_product_attention(q_, k_, v_, attn_mask=host_mask(mask)).transpose(1, 2).reshape(b, q.shape[1], -1)
+
+
+def sdpa_masked(q, k, v, mask=None):
+    """The host's masked attention in (B, heads, L, d): 2-D masks (L_q, L), 3-D (B, L_q, L)
+    (comfy/ldm/modules/attention.py attention_pytorch)."""
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=host_mask(mask))
+    return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
+
+
+def host_mask(mask):
+    if mask is not None and mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask is not None and mask.ndim == 3:
+        mask = mask.unsqueeze(1)
+    return mask
 
 
 def qkv(rows, seed=0, n_txt=N_TXT, dtype=torch.float64):
@@ -127,9 +142,68 @@ def test_rotated_style_keys_match_reference():
     assert (out - ref).abs().max() < 1e-6
 
 
+@pytest.mark.parametrize("layout,n_chunks,scales,self_scale", CASES)
+def test_trailing_pad_tokens_are_neither_image_nor_lent(layout, n_chunks, scales, self_scale):
+    """Z-Image's [caption ; image ; pad] rows: the pad tokens after the image attend plainly and are
+    never lent as style keys."""
+    q, k, v = qkv(n_chunks * layout.rows)
+    n_after = 4
+    ref = reference_joint_attention(q, k, v, layout, n_chunks, N_TXT - 1, scales, self_scale, n_after=n_after)
+    out = joint_zstar_attention(q, k, v, sdpa_heads_first, layout, n_chunks, N_TXT - 1, scales, self_scale,
+                                n_after=n_after)
+    assert (out - ref).abs().max() < 1e-12
+    plain = sdpa_heads_first(q, k, v)
+    assert (out[0, -n_after:] - plain[0, -n_after:]).abs().max() < 1e-13
+
+
+def caption_padding(rows, kind, n_tok, seed=3):
+    """A caption padding mask as hosts build them: each row hides its last 0-2 text keys."""
+    gen = torch.Generator().manual_seed(seed)
+    keep = torch.ones(rows, n_tok, dtype=torch.bool)
+    for r, hidden in enumerate(torch.randint(0, 3, (rows,), generator=gen).tolist()):
+        keep[r, N_TXT - hidden:N_TXT] = False
+    if kind == "bool":
+        return keep[:, None, None]  # (B, 1, 1, L)
+    if kind == "additive":
+        return torch.zeros(rows, 1, 1, n_tok, dtype=torch.float64).masked_fill(~keep[:, None, None], -math.inf)
+    if kind == "per_query":  # (B, L, L): the same key mask for every query, written out
+        return keep[:, None].expand(rows, n_tok, n_tok).clone()
+    return keep[:1].expand(n_tok, n_tok).clone()  # "shared_2d": (L, L) for every row
+
+
+@pytest.mark.parametrize("kind", ["bool", "additive", "per_query", "shared_2d"])
+@pytest.mark.parametrize("layout,n_chunks,scales,self_scale", CASES)
+def test_host_attention_mask_is_kept_and_widened_over_style_keys(layout, n_chunks, scales, self_scale, kind):
+    q, k, v = qkv(n_chunks * layout.rows)
+    rows, n_tok = q.shape[0], q.shape[2]
+    mask = caption_padding(rows, kind, n_tok)
+    ref_mask = host_mask(mask)
+    ref = reference_joint_attention(q, k, v, layout, n_chunks, N_TXT, scales, self_scale, mask=ref_mask, n_after=2)
+    out = joint_zstar_attention(q, k, v, sdpa_masked, layout, n_chunks, N_TXT, scales, self_scale, mask=mask,
+                                n_after=2)
+    assert (out - ref).abs().max() < 1e-12
+    unmasked = joint_zstar_attention(q, k, v, sdpa_masked, layout, n_chunks, N_TXT, scales, self_scale, n_after=2)
+    if kind != "shared_2d" or not bool(mask.all()):
+        assert (out - unmasked).abs().max() > 1e-4  # the mask did act
+
+
+def test_flat_layout_with_mask():
+    layout = RowLayout(1, 1)
+    q, k, v = qkv(2)
+    mask = caption_padding(2, "bool", N_TXT + N_IMG)
+    ref = reference_joint_attention(q, k, v, layout, 1, N_TXT, (1.3,), mask=mask)
+    out = joint_zstar_attention(flat(q), flat(k), flat(v), sdpa_flat, layout, 1, N_TXT, (1.3,), heads_first=False,
+                                mask=mask)
+    assert (out - ref).abs().max() < 1e-12
+
+
 @pytest.mark.parametrize("kwargs,message", [
+    (dict(n_after=N_IMG), "text and 12 trailing tokens in a sequence of 15"),
+    (dict(mask=torch.ones(3, 1, 1, N_TXT + N_IMG, dtype=torch.bool)), "does not fit 2 rows of 15 tokens"),
+    (dict(mask=torch.ones(2, 1, 1, N_IMG, dtype=torch.bool)), "does not fit 2 rows of 15 tokens"),
+    (dict(mask=torch.ones(N_IMG, dtype=torch.bool)), "a tensor of 2 to 4 dimensions"),
     (dict(n_chunks=3), "Z* batch: got 2 rows for 3 CFG chunk(s)"),
-    (dict(n_txt=N_TXT + N_IMG), "text tokens in a sequence of"),
+    (dict(n_txt=N_TXT + N_IMG), "text and 0 trailing tokens in a sequence of"),
     (dict(style_scales=(1.0, 1.0)), "2 style scales for 1 styles"),
     (dict(style_scales=(math.inf,)), "style_scales[0]"),
     (dict(query_mask=torch.ones(1, N_IMG + 1, dtype=torch.bool)), "query_mask must be (1, 12)"),

@@ -3,8 +3,10 @@
     sd.py     SD1.5 and SD2.x (the paper's family)
     sdxl.py   SDXL
     flux.py   Flux.1 (dev, schnell)
+    flux2.py  Flux.2 (dev, Klein)
     chroma.py Chroma (Flux.1's blocks, real CFG)
     qwen_image.py  Qwen-Image
+    z_image.py  Z-Image (Turbo, Base; Lumina 2's NextDiT, found by the host's layer index)
     sd3.py    SD3 / SD3.5 (MMDiT, MMDiT-X)
     unet.py   what the U-Net families share (attn1 replacement, DDIM on a DDPM schedule)
     dit.py    what the transformer families share (block replacement + attention override, flow ODE)
@@ -23,16 +25,18 @@ from ...zstar_attention import ZStarError, parse_layers
 from .base import ModelFamily
 from .chroma import CHROMA
 from .flux import FLUX
+from .flux2 import FLUX2
 from .qwen_image import QWEN_IMAGE
 from .sd import SD2, SD15
 from .sd3 import SD3
 from .sdxl import SDXL
+from .z_image import Z_IMAGE
 from .unet import SUPPORTED
 
-__all__ = ["FAMILIES", "family_labels", "auto_layers_summary", "numbering_summary", "SD2", "SD15", "SDXL", "FLUX", "CHROMA", "QWEN_IMAGE", "SD3", "ModelFamily", "ModelInfo", "describe", "family", "layer_tables",
+__all__ = ["FAMILIES", "family_labels", "auto_layers_summary", "numbering_summary", "SD2", "SD15", "SDXL", "FLUX", "FLUX2", "CHROMA", "QWEN_IMAGE", "Z_IMAGE", "SD3", "ModelFamily", "ModelInfo", "describe", "family", "layer_tables",
            "resolve_layers", "AUTO_LAYERS", "MAX_LAYERS"]
 
-FAMILIES: tuple[ModelFamily, ...] = (SD2, SD15, SDXL, FLUX, CHROMA, QWEN_IMAGE, SD3)  # SD2 before SD1.5: same layout, told apart by config
+FAMILIES: tuple[ModelFamily, ...] = (SD2, SD15, SDXL, FLUX, FLUX2, CHROMA, QWEN_IMAGE, Z_IMAGE, SD3)  # SD2 before SD1.5: same layout, told apart by config
 AUTO_LAYERS = ("", "auto", "paper")
 
 

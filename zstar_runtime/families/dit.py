@@ -1,9 +1,10 @@
-"""The rectified-flow transformer families (Flux.1, Chroma, Qwen-Image, SD3.5): what they share.
+"""The rectified-flow transformer families (Flux.1, Flux.2, Chroma, Qwen-Image, Z-Image, SD3.5): what they share.
 
 Their attention is joint (text and image tokens in one sequence) inside blocks that ComfyUI
 lets a node replace through `patches_replace["dit"][(block kind, index)]`; Z* replaces a chosen
 block by a call of the ORIGINAL block whose options carry an attention override for that call
-only (zstar_runtime/joint_patch.py). They sample with CONST (flow) model sampling, so the
+only (zstar_runtime/joint_patch.py). Z-Image's blocks cannot be replaced: its adapter overrides
+install() with a model-level override that finds the layers by the host's block index. They sample with CONST (flow) model sampling, so the
 inversion is the flow ODE (zstar_attention/flow.py) on the model's own σ, shift included.
 """
 from __future__ import annotations
@@ -34,6 +35,9 @@ class FlowFamily(ModelFamily):
     call_order: tuple = ("joint", "image")
     inversion: str = "flow"
     numbering: str = "blocks in execution order"  # how its layer string counts, for tooltips
+    # the RoPE index the host gives a first reference latent placed by "index" (Flux Kontext,
+    # Qwen-Image-Edit: 1; Flux.2: its ref_index_scale, 10), where `reference_latent` puts the style
+    reference_index: float = 1.0
     features: frozenset = frozenset()  # fast mode, null-text and the style map are U-Net only for now
 
     def default_layers_for(self, keys: tuple) -> str:
@@ -106,12 +110,12 @@ class FlowFamily(ModelFamily):
     def style_key_offsets(self, mode: str, grid: tuple) -> tuple:
         """(index, row, column) added to the style's image-key positions for a `positions` mode, on a
         content token grid (h, w); patch.POSITIONS says where each placement comes from.
-        reference_latent: index +1 on the content's own grid (how ComfyUI places a first reference
-        latent by "index": Flux Kontext, Qwen-Image-Edit). shifted: index +1 and beside the image
-        along its shorter side, never on the content's grid (AlignedGen's ShiftPE)."""
+        reference_latent: index + reference_index on the content's own grid (how ComfyUI places a
+        first reference latent by "index": Flux Kontext, Qwen-Image-Edit, Flux.2). shifted: index +1
+        and beside the image along its shorter side, never on the content's grid (AlignedGen's ShiftPE)."""
         h, w = grid
         if mode == "reference_latent":
-            return 1.0, 0.0, 0.0
+            return float(self.reference_index), 0.0, 0.0
         return (1.0, 0.0, float(w)) if h > w else (1.0, float(h), 0.0)
 
     def takes_guidance(self, model) -> bool:
