@@ -117,7 +117,7 @@ def describe(model) -> ModelInfo:
         keys = f.read_layer_keys(model)
         if keys is None:
             continue
-        network = (f, keys)
+        network = network or (f, keys)  # the first family with this network names it (Flux.1 before Flux.2)
         f.check_sampling(model, type_name)
         if f.matches(model, keys):
             f.check_model(model)
