@@ -33,7 +33,7 @@ from comfy_extras.nodes_flux import FluxGuidance
 from comfy_extras.nodes_sd3 import EmptySD3LatentImage
 
 import checkpoint
-from zstar_fixtures import _inference_mode  # noqa: F401 (pytest fixture)
+from zstar_fixtures import _inference_mode, one_step_zstar_nodes  # noqa: F401 (pytest fixture)
 
 SIZE = 64  # pixels: an 8 × 8 latent, 4 × 4 patches
 
@@ -209,13 +209,6 @@ def test_zstar_runs_on_the_loaded_file(loaded, family_models, name):
     """Z* Flow Inversion (content, style) → Z* Attention Patch → Z* Sampler on the stock-loaded file,
     one step (a Chroma call at the real width costs ~3 s on this CPU, most of it the approximator):
     a stylized latent of the content's shape, finite, and not what λ = 0 gives."""
-    import harness
-
-    harness.load_pack()
-    from comfyui_zstar.nodes.flow_inversion import ZStarFlowInversion
-    from comfyui_zstar.nodes.patch import ZStarAttentionPatch
-    from comfyui_zstar.nodes.sampler import ZStarSampler
-
     model = family_models[name]
     if name == "chroma":
         cond = out(comfy_nodes.CLIPTextEncode().encode(loaded["sd3_clip"], ""))[0]
@@ -225,11 +218,6 @@ def test_zstar_runs_on_the_loaded_file(loaded, family_models, name):
         shape = (1, 16, 1, SIZE // 8, SIZE // 8)
     gen = torch.Generator().manual_seed(0)
     content, style = ({"samples": torch.randn(shape, generator=gen)} for _ in range(2))
-    inv_c = out(ZStarFlowInversion.execute(model, content, 1, "euler", 1.0, cond))[0]
-    inv_s = out(ZStarFlowInversion.execute(model, style, 1, "euler", 1.0, cond))[0]
-    runs = {}
-    for strength in (0.0, 1.5):
-        patched = out(ZStarAttentionPatch.execute(model, strength, 0.0, "auto", 0, 1))[0]
-        runs[strength] = out(ZStarSampler.execute(patched, inv_c, inv_s, cond, cond, 1.0, 0.0, "replay"))[0]["samples"]
+    runs = one_step_zstar_nodes(model, content, style, cond)
     assert runs[1.5].shape == shape and torch.isfinite(runs[1.5]).all()
     assert not torch.equal(runs[1.5], runs[0.0])

@@ -26,15 +26,12 @@ import folder_paths
 import nodes as comfy_nodes
 
 import checkpoint
-from zstar_fixtures import _inference_mode  # noqa: F401 (pytest fixture)
+from zstar_fixtures import _inference_mode, one_step_zstar_nodes  # noqa: F401 (pytest fixture)
 
 if not hasattr(comfy.supported_models, "ZImage"):
     pytest.skip("this ComfyUI has no Flux.2 or Z-Image models (they came with ComfyUI 0.8.0)", allow_module_level=True)
 
 harness.load_pack()
-from comfyui_zstar.nodes.flow_inversion import ZStarFlowInversion  # noqa: E402
-from comfyui_zstar.nodes.patch import ZStarAttentionPatch  # noqa: E402
-from comfyui_zstar.nodes.sampler import ZStarSampler  # noqa: E402
 from comfyui_zstar.zstar_runtime.families import FLUX2, Z_IMAGE, describe  # noqa: E402
 
 LATENT = 8  # an 8 × 8 latent: Z-Image 4 × 4 patches (padded to 32 tokens), Flux.2 64 tokens
@@ -115,11 +112,6 @@ def test_samples_and_runs_zstar(loaded, name):
     content, style = latent(model, 0), latent(model, 1)
     plain = out(comfy_nodes.KSampler().sample(model, 0, 1, 1.0, "euler", "simple", cond, negative, content, 1.0))[0]
     assert torch.isfinite(plain["samples"]).all() and plain["samples"].std() > 0
-    inv_c = out(ZStarFlowInversion.execute(model, content, 1, "euler", 1.0, cond))[0]
-    inv_s = out(ZStarFlowInversion.execute(model, style, 1, "euler", 1.0, cond))[0]
-    runs = {}
-    for strength in (0.0, 1.5):
-        patched = out(ZStarAttentionPatch.execute(model, strength, 0.0, "auto", 0, 1))[0]
-        runs[strength] = out(ZStarSampler.execute(patched, inv_c, inv_s, cond, cond, 1.0, 0.0, "replay"))[0]["samples"]
+    runs = one_step_zstar_nodes(model, content, style, cond)
     assert runs[1.5].shape == content["samples"].shape and torch.isfinite(runs[1.5]).all()
     assert not torch.equal(runs[1.5], runs[0.0])

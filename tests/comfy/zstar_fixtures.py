@@ -75,6 +75,24 @@ def unpatched_flow_twin(model, patched):
     return twin
 
 
+def one_step_zstar_nodes(model, content: dict, style: dict, cond, strengths=(0.0, 1.5)) -> dict:
+    """{λ: stylized samples} of Z* Flow Inversion (content, style) → Z* Attention Patch → Z* Sampler,
+    one step each, through the node classes: how the tests run Z* on a stock-loaded file."""
+    from comfyui_zstar.nodes.flow_inversion import ZStarFlowInversion
+    from comfyui_zstar.nodes.patch import ZStarAttentionPatch
+    from comfyui_zstar.nodes.sampler import ZStarSampler
+
+    def out(result):
+        return getattr(result, "args", result)
+    inv_c = out(ZStarFlowInversion.execute(model, content, 1, "euler", 1.0, cond))[0]
+    inv_s = out(ZStarFlowInversion.execute(model, style, 1, "euler", 1.0, cond))[0]
+    runs = {}
+    for strength in strengths:
+        patched = out(ZStarAttentionPatch.execute(model, strength, 0.0, "auto", 0, 1))[0]
+        runs[strength] = out(ZStarSampler.execute(patched, inv_c, inv_s, cond, cond, 1.0, 0.0, "replay"))[0]["samples"]
+    return runs
+
+
 def invert(model, seed: int, cond, steps: int, batch: int = 1, size: int = models.LATENT_SIZE):
     """The Inversion of models.latent(seed, batch, size), as the nodes make it (no progress bar)."""
     with torch.inference_mode():
