@@ -187,6 +187,12 @@ REPLACE_NODE = """((id, type) => {
   const n = LiteGraph.createNode(type); n.id = old.id; n.pos = pos; app.graph.add(n);
   for (const [t, slot] of targets) n.connect(0, app.graph.getNodeById(t), slot);
   return String(n.id); })(%s, %s)"""
+# The templates grid of frontend 1.27 renders its cards a page at a time and adds the next page when
+# scrolled to the end: every scrollable part of the open dialog scrolled to its end, once per try.
+SCROLL_DIALOG = """(() => { let n = 0;
+  for (const e of OPEN_DIALOGS.flatMap(d => [d, ...d.querySelectorAll('*')]))
+    if (e.scrollHeight > e.clientHeight + 1) { e.scrollTop = e.scrollHeight; n++; }
+  return n; })()""".replace("OPEN_DIALOGS", OPEN_DIALOGS)
 SET_WIDGETS = """((prompt) => { let n_set = 0;
   for (const n of app.graph.nodes) { const inputs = prompt[String(n.id)]?.inputs; if (!inputs) continue;
     for (const w of n.widgets ?? []) if (w.name in inputs && !Array.isArray(inputs[w.name])) { w.value = inputs[w.name]; n_set++; } }
@@ -204,12 +210,14 @@ def load_from_templates_menu(b: Browser, name: str):
     open_templates_menu(b)
     card = json.dumps(f"[data-testid='template-workflow-{name}']")
     deadline = time.monotonic() + 60
-    while not b.js(f"!!document.querySelector({card})"):  # the dialog may still be filling its list: click again
+    while not b.js(f"!!document.querySelector({card})"):  # the dialog may still be filling its list: click, scroll again
         if time.monotonic() > deadline:
             raise TimeoutError(f"no {name} card under a '{PACK_NAME}' category in the templates dialog; "
                                f"dialog: {b.js(STATE)['dialogs']}")
         b.js(CLICK_TEXT % json.dumps(PACK_NAME))
-        time.sleep(1.0)
+        time.sleep(0.5)
+        b.js(SCROLL_DIALOG)  # a card past the first page of the grid (frontend 1.27)
+        time.sleep(0.5)
     b.js(f"document.querySelector({card}).click()")
     b.wait_for(f"app.graph.nodes.some(n => n.type.startsWith('ZStar')) && {OPEN_DIALOGS}.length === 0",
                timeout=60, what=f"{name} on the canvas, the dialog closed")
