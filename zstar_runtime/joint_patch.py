@@ -92,10 +92,14 @@ class LayerOverride(JointHook):
         self.previous = previous
         self.block_type = block_type
 
+    def layer_of(self, options):
+        """The chosen layer key of the call whose options these are, or None."""
+        return self.calls.get(options.get("block_index")) if options.get("block_type") == self.block_type else None
+
     def __call__(self, func, *args, **kwargs):
         options = kwargs.get("transformer_options") or {}
         run = options.get(RUN_KEY)
-        key = self.calls.get(options.get("block_index")) if options.get("block_type") == self.block_type else None
+        key = self.layer_of(options)
         if run is None or key is None or not run.reweight or not run.stacked:
             return host_call(self.previous, func, *args, **kwargs)
         run.layer_calls += 1

@@ -54,7 +54,7 @@ class HostLayers(LayerOverride):
     def __call__(self, func, *args, **kwargs):
         options = kwargs.get("transformer_options") or {}
         run = options.get(RUN_KEY)
-        if run is not None and options.get("block_type") == self.block_type and options.get("block_index") in self.calls:
+        if run is not None and self.layer_of(options) is not None:
             run.layer_calls += 1
         return host_call(self.previous, func, *args, **kwargs)
 

@@ -4,8 +4,8 @@ Their attention is joint (text and image tokens in one sequence) inside blocks t
 lets a node replace through `patches_replace["dit"][(block kind, index)]`; Z* replaces a chosen
 block by a call of the ORIGINAL block whose options carry an attention override for that call
 only (zstar_runtime/joint_patch.py). Z-Image's blocks cannot be replaced: its adapter overrides
-install() with a model-level override that finds the layers by the host's block index. They sample with CONST (flow) model sampling, so the
-inversion is the flow ODE (zstar_attention/flow.py) on the model's own σ, shift included.
+install() with a model-level override that finds the layers by the host's block index. They
+sample with CONST (flow) model sampling, so the inversion is the flow ODE (zstar_attention/flow.py) on the model's own σ, shift included.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class FlowFamily(ModelFamily):
     # the RoPE index the host gives a first reference latent placed by "index" (Flux Kontext,
     # Qwen-Image-Edit: 1; Flux.2: its ref_index_scale, 10), where `reference_latent` puts the style
     reference_index: float = 1.0
+    rope_embedder: str = "pe_embedder"  # the network's EmbedND attribute (Z-Image's NextDiT: rope_embedder)
     features: frozenset = frozenset()  # fast mode, null-text and the style map are U-Net only for now
 
     def default_layers_for(self, keys: tuple) -> str:
@@ -102,9 +103,9 @@ class FlowFamily(ModelFamily):
         return name if attention == "joint" else f"{name} image attention"
 
     def rope_of(self, model):
-        """(axes_dim, theta) of the model's rotary embedding: its `pe_embedder`, the EmbedND of
-        comfy/ldm/flux/layers.py that Flux, Chroma and Qwen-Image all build their positions with."""
-        embed = model.get_model_object("diffusion_model").pe_embedder
+        """(axes_dim, theta) of the model's rotary embedding: its `rope_embedder` attribute, the EmbedND
+        of comfy/ldm/flux/layers.py that Flux.1/2, Chroma, Qwen-Image and Z-Image all build their positions with."""
+        embed = getattr(model.get_model_object("diffusion_model"), self.rope_embedder)
         return tuple(int(a) for a in embed.axes_dim), float(embed.theta)
 
     def style_key_offsets(self, mode: str, grid: tuple) -> tuple:

@@ -44,10 +44,6 @@ class _ZImage(FlowFamily):
     def key_label(self, key):
         return f"layer {key[1]}"
 
-    def rope_of(self, model):
-        embed = model.get_model_object("diffusion_model").rope_embedder
-        return tuple(int(a) for a in embed.axes_dim), float(embed.theta)
-
     # -- the hook: one model-level attention override instead of block replacements
 
     def install(self, patched, config, keys):
@@ -76,4 +72,4 @@ Z_IMAGE = _ZImage(
     name="z_image", label="Z-Image", layer_keys=z_image_keys(Z_IMAGE_DEPTH), default_layers="15-29",
     default_source="our choice: the second half of the layers (FireFlow's Flux rule transferred)",
     config_names=("ZImage",), numbering="its 30 layers in order (the refiners before them are not counted)",
-    has_rope=True)
+    has_rope=True, rope_embedder="rope_embedder")
